@@ -1,0 +1,130 @@
+"""partition: split every layer into core tiles that fit the chip's neurons and axons.
+
+Graph in: folded. Graph out: partitioned, with ``attrs['cores']`` (list[Core]).
+All neurons of a core share the weight width w (the layer's) and the fan-in extension LCN; a
+core holds at most 1024 / (w * 2**LCN) neurons and 1024 * 2**LCN axons (one per distinct source
+element its neurons read). Neurons are grouped by identical footprint (for a (C, H, W) layer: all
+channels of one pixel) and visited in blocked-raster order, so a tile covers a compact spatial
+block and its input footprint (the conv receptive field plus halo) stays small. Tiles are filled
+greedily. Per layer, every LCN in 0..max_lcn that can hold the widest single neuron is tried and
+the one giving the fewest cores wins (ties: smaller LCN).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+
+from compiler.chip import ChipSpec
+from compiler.errors import CapacityError
+from compiler.ir.graph import Graph
+from compiler.ir.mapping import Core
+from compiler.ir.nodes import Layer
+
+
+def stacked(layer: Layer) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
+    """All incoming matrices stacked by source: (CSC [sum n_src, n], src id, element index)."""
+    mats = [m for _, m in layer.inputs]
+    src_id = np.concatenate([np.full(m.shape[0], i) for i, m in enumerate(mats)])
+    elem = np.concatenate([np.arange(m.shape[0]) for m in mats])
+    return sp.vstack(mats, format="csc"), src_id, elem
+
+
+def _groups(layer: Layer, cap: int) -> list[np.ndarray]:
+    """Neuron groups with one footprint each, in blocked-raster order."""
+    shape = layer.shape
+    if len(shape) == 3:
+        c, h, w = shape
+        per = max(1, cap // max(c, 1))
+        b = max(1, int(math.isqrt(per)))
+        hh, ww = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        order = np.lexsort((ww.ravel(), hh.ravel(), ww.ravel() // b, hh.ravel() // b))
+        pix = (hh.ravel() * w + ww.ravel())[order]
+        return [np.arange(c) * (h * w) + p for p in pix]
+    return [np.array([j]) for j in range(layer.n)]
+
+
+def _tile(m: sp.csc_matrix, groups: list[np.ndarray], cap_n: int, cap_a: int):
+    """Greedy fill; returns list of (neurons, footprint rows) or None if a neuron cannot fit."""
+    rows_of = [m.indices[m.indptr[j]:m.indptr[j + 1]] for j in range(m.shape[1])]
+    tiles = []
+    mark = np.zeros(m.shape[0], bool)
+    cur_n: list[int] = []
+    cur_rows: list[np.ndarray] = []
+    n_rows = 0
+
+    def close():
+        nonlocal cur_n, cur_rows, n_rows
+        if cur_n:
+            rows = np.unique(np.concatenate(cur_rows)) if cur_rows else np.empty(0, np.int64)
+            mark[rows] = False
+            tiles.append((np.sort(np.array(cur_n)), rows))
+        cur_n, cur_rows, n_rows = [], [], 0
+
+    for g in groups:
+        parts = [g] if g.size <= cap_n else [g[i:i + cap_n] for i in range(0, g.size, cap_n)]
+        for part in parts:
+            for attempt in (0, 1):
+                rows = np.unique(np.concatenate([rows_of[j] for j in part]))
+                new = rows[~mark[rows]]
+                if len(cur_n) + part.size <= cap_n and n_rows + new.size <= cap_a:
+                    mark[new] = True
+                    cur_rows.append(new)
+                    n_rows += new.size
+                    cur_n.extend(int(j) for j in part)
+                    break
+                if attempt == 0:
+                    close()
+                    continue
+                # the part alone exceeds the axons: split it neuron by neuron
+                for j in part:
+                    r = rows_of[j]
+                    if r.size > cap_a:
+                        return None
+                    new = r[~mark[r]]
+                    if len(cur_n) + 1 > cap_n or n_rows + new.size > cap_a:
+                        close()
+                        new = r
+                    mark[new] = True
+                    cur_rows.append(new)
+                    n_rows += new.size
+                    cur_n.append(int(j))
+    close()
+    return tiles
+
+
+def partition(graph: Graph, spec: ChipSpec, max_lcn: int | None = None, **_) -> Graph:
+    out = graph.copy()
+    cores: list[Core] = []
+    lcn_cap = spec.max_lcn if max_lcn is None else min(max_lcn, spec.max_lcn)
+    for name in graph.layers:
+        layer: Layer = graph.node(name)
+        m, src_id, elem = stacked(layer)
+        fan_in = np.diff(m.indptr)
+        widest = int(fan_in.max()) if fan_in.size else 0
+        best = None
+        for lcn in range(lcn_cap + 1):
+            cap_a = spec.axons_per_core(lcn)
+            cap_n = spec.neurons_per_core(layer.bits, lcn)
+            if widest > cap_a or cap_n < 1:
+                continue
+            tiles = _tile(m, _groups(layer, cap_n), cap_n, cap_a)
+            if tiles is not None and (best is None or len(tiles) < len(best[1])):
+                best = (lcn, tiles)
+        if best is None:
+            j = int(np.argmax(fan_in))
+            raise CapacityError(
+                f"layer '{name}': neuron {j} has fan-in {widest} > {spec.axons_per_core(lcn_cap)} "
+                f"axons per core (LCN {lcn_cap}, chip '{spec.name}')",
+                resource="axons", needed=widest, available=spec.axons_per_core(lcn_cap),
+                hint="reduce the layer's fan-in (fewer input channels or a smaller kernel)")
+        lcn, tiles = best
+        for neurons, rows in tiles:
+            cores.append(Core(layer=name, neurons=neurons.astype(np.int64),
+                              axon_src=src_id[rows].astype(np.int64),
+                              axon_idx=elem[rows].astype(np.int64), w=layer.bits, lcn=lcn))
+    out.attrs["cores"] = cores
+    out.attrs["stage"] = "partitioned"
+    return out
