@@ -18,7 +18,7 @@ $(PY):
 
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[dev,bench]"
+	$(PIP) install --quiet -e ".[dev,bench]" --config-settings editable_mode=compat
 	touch $(STAMP)
 
 venv: $(STAMP)

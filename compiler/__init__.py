@@ -1,0 +1,112 @@
+"""snnc compiler: a model -> graph IR -> passes -> chip.bin for a PIcore-like chip.
+
+The whole pipeline, readable in one function::
+
+    graph = frontends.load_model(model)                      # float operator graph
+    graph, history = run_pipeline(graph, spec, PIPELINE)     # fold-bn .. route
+    sections = backend.emit(graph, spec)                     # named arrays + META
+    binfmt.write(path, sections, spec.digest())              # versioned, checksummed, atomic
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from compiler.chip import PICORE64, ChipSpec, load_spec
+from compiler.errors import SnnError
+from compiler.ir.graph import Graph
+
+__all__ = ["compile_model", "Program", "ChipSpec", "PICORE64", "load_spec", "SnnError"]
+
+
+@dataclass
+class Program:
+    """The result of compiling: the routed graph, every intermediate graph, and the options."""
+
+    graph: Graph
+    history: dict[str, Graph]
+    spec: ChipSpec
+    options: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+
+    @property
+    def float_graph(self) -> Graph:
+        """The lowered float model (what ``verify`` calls the trained model)."""
+        return self.history["lower"]
+
+    @property
+    def complete(self) -> bool:
+        return self.graph.stage == "routed"
+
+    def sections(self) -> dict:
+        from compiler.backend.emit import emit
+        return emit(self.graph, self.spec, self.source, self.options)
+
+    def write(self, path: str | Path) -> None:
+        from compiler.backend import binfmt
+        binfmt.write(path, self.sections(), self.spec.digest())
+
+    def summary(self) -> dict:
+        """Resource estimate (``snnc compile --estimate``)."""
+        g = self.graph
+        cores = g.attrs.get("cores") or []
+        per_layer: dict[str, int] = {}
+        for c in cores:
+            per_layer[c.layer] = per_layer.get(c.layer, 0) + 1
+        routes = g.attrs.get("routes")
+        n = len(cores)
+        return {
+            "stage": g.stage,
+            "cores_used": n,
+            "chips_needed": int(np.ceil(n / self.spec.cores_per_chip)) if n else 0,
+            "cores_per_layer": per_layer,
+            "neurons": int(sum(c.n_neurons for c in cores)),
+            "latency_ticks": int(routes.latency) if routes else None,
+        }
+
+
+def compile_model(model, spec: ChipSpec = PICORE64, *, bits: int | str = 8,
+                  per_channel: bool = False, clip: str = "max", chips: int = 1,
+                  calib: np.ndarray | None = None, timesteps: int = 8, encoding: str = "direct",
+                  seed: int = 0, strict: bool = False, leak: str = "auto",
+                  auto_sqnr: float = 30.0, effort: float = 1.0, input_shape=None,
+                  dump_after: set[str] | None = None, stop_after: str | None = None,
+                  dump=None, passes=None) -> Program:
+    """Compile ``model`` (a Graph, an nn.Module, or a path to .onnx/.nir) for ``spec``.
+
+    Args:
+        bits: weight width (1, 2, 4, 8) or 'auto' (smallest width with SQNR >= auto_sqnr dB).
+        per_channel: one scale per output channel instead of per layer.
+        clip: 'max' or a percentile like 'p99.9' for the weight range.
+        chips: chips on the board (multi-chip boards for large networks).
+        calib: calibration images [N, C, H, W] in [0, 1]: per-layer report + placement rates.
+        timesteps, encoding: defaults written into the image (the runtime may override).
+        seed: placement seed. strict: fail instead of warning on a silent layer.
+    Raises:
+        SnnError subclasses with what/where/limit/hint.
+    """
+    from compiler.passes import PIPELINE, run_pipeline
+
+    source: dict = {}
+    if isinstance(model, Graph):
+        graph = model
+    else:
+        from frontends import load_model
+        graph = load_model(model, input_shape=input_shape)
+        if isinstance(model, (str, Path)):
+            from compiler.backend.emit import file_sha256
+            source = {"path": Path(model).name, "sha256": file_sha256(model)}
+    graph = graph.copy()
+    graph.attrs["timesteps"] = int(timesteps)
+    graph.attrs["encoding"] = str(encoding)
+    options = dict(bits=bits, per_channel=per_channel, clip=clip, chips=chips, calib=calib,
+                   timesteps=timesteps, seed=seed, strict=strict, leak=leak,
+                   auto_sqnr=auto_sqnr, effort=effort)
+    final, history = run_pipeline(graph, spec, passes or PIPELINE, options,
+                                  dump_after=dump_after, stop_after=stop_after, dump=dump)
+    opts = {k: v for k, v in options.items() if k != "calib"}
+    opts["encoding"] = encoding
+    return Program(final, history, spec, opts, source)

@@ -1,0 +1,308 @@
+"""ChipImage: chip.bin as read-only typed arrays, plus ``unmap()`` back to the layer graph.
+
+``load(path)`` reads through ``compiler.backend.binfmt.read`` (magic, version, CRCs, bounds) and
+then checks the cross-references the byte format cannot: every route entry names an existing
+core and axon with a legal delay, every axon is fed by exactly one source, prefix tables are
+monotonic, the ChipSpec in META matches the header digest. ``unmap()`` rebuilds the logical
+integer layer graph (stage 'folded') from the crossbar bits, registers and routes alone, so the
+runtime can be checked against ``compiler.reference.run_int`` without the source model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from compiler.backend import binfmt
+from compiler.backend.emit import unpack_crossbar
+from compiler.chip import HOST_CHIP, ChipSpec
+from compiler.errors import BinaryFormatError
+from compiler.ir.graph import Graph
+from compiler.ir.linear import channels
+from compiler.ir.nodes import IF, Input, Layer, NeuronRegs, Output
+
+
+class ChipImage:
+    """A loaded chip image. Arrays are read-only; derived tables are computed once."""
+
+    def __init__(self, chipfile, path: str = "<memory>"):
+        self.path = str(path)
+        self.version = chipfile.version
+        self.meta: dict = chipfile.meta
+        self.a: dict[str, np.ndarray] = chipfile.arrays
+        self.spec_digest = chipfile.spec_digest
+        self._validate()
+
+    # --- basic facts ------------------------------------------------------------------------
+    def _bad(self, what: str, hint: str | None = None) -> BinaryFormatError:
+        return BinaryFormatError(f"{self.path}: {what}", hint or
+                                 "the file is inconsistent; recompile it with snnc compile")
+
+    @cached_property
+    def spec(self) -> ChipSpec:
+        d = dict(self.meta["spec"])
+        d["weight_widths"] = tuple(d["weight_widths"])
+        return ChipSpec(**d)
+
+    @property
+    def n_cores(self) -> int:
+        return int(self.a["core_w"].size)
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.a["neu_th_pos"].size)
+
+    @property
+    def n_axons(self) -> int:
+        return int(self.a["core_axon_base"][-1])
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.meta["input"]["size"])
+
+    @property
+    def latency(self) -> int:
+        return int(self.meta["latency"])
+
+    @property
+    def layers(self) -> list[dict]:
+        return self.meta["layers"]
+
+    @property
+    def chips(self) -> int:
+        return int(self.meta["board"]["chips"])
+
+    def _validate(self) -> None:
+        a, m = self.a, self.meta
+        try:
+            spec = self.spec
+        except (KeyError, TypeError) as e:
+            raise self._bad(f"META has no valid chip spec ({e})") from e
+        if spec.digest() != self.spec_digest:
+            raise self._bad("META chip spec does not match the header's spec digest")
+        n_c = a["core_w"].size
+        for k in ("core_chip", "core_x", "core_y", "core_lcn", "core_layer", "core_tick_start",
+                  "core_xbar_rows"):
+            if a[k].size != n_c:
+                raise self._bad(f"section {k} has {a[k].size} entries, expected {n_c} cores")
+        for k in ("core_neuron_base", "core_axon_base", "core_xbar_base"):
+            b = a[k].astype(np.int64)
+            if b.size != n_c + 1 or b[0] != 0 or np.any(np.diff(b) < 0):
+                raise self._bad(f"section {k} is not a prefix table over {n_c} cores")
+        N = int(a["core_neuron_base"][-1])
+        for k in ("neu_th_pos", "neu_th_neg", "neu_v_reset", "neu_v_init", "neu_bias",
+                  "neu_leak", "neu_shift", "neu_mode", "neu_index"):
+            if a[k].size != N:
+                raise self._bad(f"section {k} has {a[k].size} entries, expected {N} neurons")
+        if int(a["core_xbar_base"][-1]) != a["xbar"].size:
+            raise self._bad("crossbar section size disagrees with core_xbar_base")
+        w, lcn = a["core_w"], a["core_lcn"]
+        if np.any(~np.isin(w, spec.weight_widths)) or np.any(lcn > spec.max_lcn):
+            raise self._bad("a core has an unsupported weight width or LCN")
+        nn = np.diff(a["core_neuron_base"].astype(np.int64))
+        na = np.diff(a["core_axon_base"].astype(np.int64))
+        cap_n = spec.xbar_cols // (w.astype(np.int64) << lcn.astype(np.int64))
+        if np.any(nn > cap_n) or np.any(na > (spec.xbar_rows << lcn.astype(np.int64))):
+            c = int(np.argmax((nn > cap_n) | (na > (spec.xbar_rows << lcn.astype(np.int64)))))
+            raise self._bad(f"core {c} exceeds its neuron/axon capacity")
+        rows = np.minimum(na, spec.xbar_rows)
+        if np.any(a["core_xbar_rows"] != rows) or np.any(
+                np.diff(a["core_xbar_base"].astype(np.int64)) != rows * (spec.xbar_cols // 8)):
+            raise self._bad("crossbar rows per core disagree with the axon counts")
+        if len(set(zip(a["core_chip"].tolist(), a["core_x"].tolist(), a["core_y"].tolist()))) != n_c:
+            raise self._bad("two cores share one (chip, x, y) slot")
+        if np.any(a["core_chip"] >= self.meta["board"]["chips"]) or np.any(
+                a["core_x"] >= spec.mesh_x) or np.any(a["core_y"] >= spec.mesh_y):
+            raise self._bad("a core lies outside the board")
+        for base, pre in (("neu_route_base", "rt_"), ("in_route_base", "in_rt_")):
+            b = a[base].astype(np.int64)
+            n_el = N if base == "neu_route_base" else int(m["input"]["size"])
+            if b.size != n_el + 1 or b[0] != 0 or np.any(np.diff(b) < 0) or b[-1] != a[
+                    pre + "axon"].size:
+                raise self._bad(f"section {base} is not a prefix table over the route entries")
+            d = a[pre + "delay"]
+            if d.size and (d.min() < 1 or d.max() > spec.max_delay):
+                raise self._bad(f"a route delay in {pre}delay is outside 1..{spec.max_delay}")
+        self.gaxon  # resolves destinations, raises on bad references
+        self.in_gaxon
+        src = np.zeros(self.n_axons, np.int64)
+        np.add.at(src, self.gaxon[self.gaxon >= 0], 1)
+        np.add.at(src, self.in_gaxon, 1)
+        if np.any(src != 1):
+            ax = int(np.argmax(src != 1))
+            core = int(np.searchsorted(a["core_axon_base"], ax, side="right") - 1)
+            raise self._bad(f"core {core} axon {ax - int(a['core_axon_base'][core])} is fed by "
+                            f"{int(src[ax])} sources (expected exactly 1)")
+
+    def _resolve(self, pre: str) -> np.ndarray:
+        a = self.a
+        key = (a["core_chip"].astype(np.int64) * 65536 + a["core_x"].astype(np.int64) * 256
+               + a["core_y"])
+        order = np.argsort(key)
+        chip = a[pre + "chip"].astype(np.int64)
+        host = chip == HOST_CHIP
+        q = chip * 65536 + a[pre + "x"].astype(np.int64) * 256 + a[pre + "y"]
+        pos = np.searchsorted(key[order], q)
+        pos = np.minimum(pos, max(key.size - 1, 0))
+        found = (key.size > 0) & (key[order][pos] == q) if key.size else np.zeros(q.size, bool)
+        if np.any(~found & ~host):
+            e = int(np.argmax(~found & ~host))
+            raise self._bad(f"route entry {e} in {pre}* names chip {chip[e]} core "
+                            f"({a[pre + 'x'][e]}, {a[pre + 'y'][e]}) which holds no core")
+        core = np.where(host, 0, order[pos] if key.size else 0)
+        ax = a[pre + "axon"].astype(np.int64)
+        n_ax = np.diff(a["core_axon_base"].astype(np.int64))
+        if np.any(~host & (ax >= n_ax[core])):
+            e = int(np.argmax(~host & (ax >= n_ax[core])))
+            raise self._bad(f"route entry {e} in {pre}* targets axon {ax[e]} beyond core "
+                            f"{int(core[e])}'s {int(n_ax[core[e]])} axons")
+        out_n = int(self.meta["output"]["neurons"])
+        if np.any(host & (ax >= out_n)):
+            raise self._bad("a host route names an output index beyond the output layer")
+        if pre == "in_rt_" and np.any(host):
+            raise self._bad("an input route targets the host")
+        g = a["core_axon_base"].astype(np.int64)[core] + ax
+        return np.where(host, -1 - ax, g)
+
+    @cached_property
+    def gaxon(self) -> np.ndarray:
+        """Per neuron route entry: global destination axon, or -1-k for host output k."""
+        return self._resolve("rt_")
+
+    @cached_property
+    def in_gaxon(self) -> np.ndarray:
+        return self._resolve("in_rt_")
+
+    @cached_property
+    def core_of_neuron(self) -> np.ndarray:
+        nb = self.a["core_neuron_base"].astype(np.int64)
+        return np.repeat(np.arange(self.n_cores), np.diff(nb))
+
+    @cached_property
+    def core_of_axon(self) -> np.ndarray:
+        ab = self.a["core_axon_base"].astype(np.int64)
+        return np.repeat(np.arange(self.n_cores), np.diff(ab))
+
+    def weights(self, c: int) -> np.ndarray:
+        """Decoded integer weights of core ``c``: [axons, neurons]."""
+        a = self.a
+        n_n = int(a["core_neuron_base"][c + 1] - a["core_neuron_base"][c])
+        n_a = int(a["core_axon_base"][c + 1] - a["core_axon_base"][c])
+        lo, hi = int(a["core_xbar_base"][c]), int(a["core_xbar_base"][c + 1])
+        packed = a["xbar"][lo:hi].reshape(-1, self.spec.xbar_cols // 8)
+        return unpack_crossbar(packed, n_a, n_n, int(a["core_w"][c]), int(a["core_lcn"][c]),
+                               self.spec)
+
+    @cached_property
+    def axon_table(self):
+        """Global CSR by axon: (ptr [A+1], neuron [nnz] global, weight [nnz]) int64."""
+        ptrs, nrns, ws = [np.zeros(1, np.int64)], [], []
+        nb = self.a["core_neuron_base"].astype(np.int64)
+        total = 0
+        for c in range(self.n_cores):
+            w = self.weights(c)
+            r, j = np.nonzero(w)
+            cnt = np.bincount(r, minlength=w.shape[0])
+            ptrs.append(total + np.cumsum(cnt))
+            total += int(cnt.sum())
+            nrns.append(nb[c] + j)
+            ws.append(w[r, j])
+        cat = (lambda x: np.concatenate(x).astype(np.int64) if x else np.zeros(0, np.int64))
+        return np.concatenate(ptrs).astype(np.int64), cat(nrns), cat(ws)
+
+    def axon_sources(self):
+        """(population index per axon: -1 input, else layer index; element index)."""
+        pop = np.full(self.n_axons, -2, np.int64)
+        elem = np.zeros(self.n_axons, np.int64)
+        rb = self.a["neu_route_base"].astype(np.int64)
+        src_neuron = np.repeat(np.arange(self.n_neurons), np.diff(rb))
+        lay = self.a["core_layer"].astype(np.int64)[self.core_of_neuron]
+        g = self.gaxon
+        ok = g >= 0
+        pop[g[ok]] = lay[src_neuron[ok]]
+        elem[g[ok]] = self.a["neu_index"].astype(np.int64)[src_neuron[ok]]
+        ib = self.a["in_route_base"].astype(np.int64)
+        src_in = np.repeat(np.arange(self.n_inputs), np.diff(ib))
+        pop[self.in_gaxon] = -1
+        elem[self.in_gaxon] = src_in
+        return pop, elem
+
+    def regs(self, sel: np.ndarray) -> NeuronRegs:
+        a = self.a
+        mode = a["neu_mode"][sel].astype(np.int64)
+        return NeuronRegs(
+            th_pos=a["neu_th_pos"][sel], th_neg=a["neu_th_neg"][sel],
+            v_reset=a["neu_v_reset"][sel], v_init=a["neu_v_init"][sel], bias=a["neu_bias"][sel],
+            leak=a["neu_leak"][sel], shift=a["neu_shift"][sel],
+            reset_mode=mode & 3, neg_mode=(mode >> 2) & 1, leak_mode=(mode >> 3) & 3)
+
+    def layer_neurons(self, li: int) -> np.ndarray:
+        """Global neuron ids of layer ``li`` in layer-local order."""
+        L = self.layers[li]
+        glob = np.flatnonzero(self.a["core_layer"][self.core_of_neuron] == li)
+        local = self.a["neu_index"][glob].astype(np.int64)
+        out = np.full(L["neurons"], -1, np.int64)
+        out[local] = glob
+        if np.any(out < 0):
+            raise self._bad(f"layer '{L['name']}' has neurons missing from every core")
+        return out
+
+    def unmap(self) -> Graph:
+        """Rebuild the logical integer layer graph from the image alone (stage 'folded')."""
+        m = self.meta
+        names = [L["name"] for L in self.layers]
+        g = Graph({"stage": "folded", "input_scale": m["input"]["scale"],
+                   "timesteps": m["timesteps"], "encoding": m["encoding"]})
+        inp = m["input"]["name"]
+        g.add(inp, Input(tuple(m["input"]["shape"])))
+        pop, elem = self.axon_sources()
+        ptr, nrn, wts = self.axon_table
+        nidx = self.a["neu_index"].astype(np.int64)
+        ax_of_entry = np.repeat(np.arange(self.n_axons), np.diff(ptr))
+        nlayer = self.a["core_layer"].astype(np.int64)[self.core_of_neuron]
+        sizes = {inp: self.n_inputs}
+        for li, L in enumerate(self.layers):
+            sizes[L["name"]] = L["neurons"]
+        for li, L in enumerate(self.layers):
+            sel = nlayer[nrn] == li
+            inputs = []
+            for s in L["sources"]:
+                si = -1 if s == inp else names.index(s)
+                e = sel & (pop[ax_of_entry] == si)
+                mat = sp.csr_matrix(
+                    (wts[e].astype(np.int8), (elem[ax_of_entry[e]], nidx[nrn[e]])),
+                    shape=(sizes[s], L["neurons"]))
+                mat.sum_duplicates()
+                inputs.append((s, mat))
+            glob = self.layer_neurons(li)
+            regs = self.regs(glob)
+            scale = (np.asarray(m["output"]["scale"], np.float64) if L["name"] == m["output"]["layer"]
+                     else np.ones(L["neurons"]))
+            shape = tuple(L["shape"])
+            g.add(L["name"], Layer(shape=shape, inputs=tuple(inputs), bias=np.zeros(L["neurons"]),
+                                   neuron=IF(v_threshold=regs.th_pos.astype(np.float64)),
+                                   channel=channels(shape), bits=L["bits"], scale=scale,
+                                   regs=regs), L["sources"])
+        g.add("output", Output((m["output"]["neurons"],)), [m["output"]["layer"]])
+        return g
+
+
+def load(path: str | Path) -> ChipImage:
+    """Read and validate chip.bin."""
+    return ChipImage(binfmt.read(path), path)
+
+
+def from_sections(sections: dict, spec_digest: str) -> ChipImage:
+    """An image straight from ``emit`` output (round trip through the byte format in memory)."""
+    import io  # noqa: F401 - kept for symmetry with binfmt.read_bytes
+    buf = binfmt.to_bytes(sections, spec_digest) if hasattr(binfmt, "to_bytes") else None
+    if buf is None:
+        raise NotImplementedError("binfmt.to_bytes is required for in-memory images")
+    return ChipImage(binfmt.read_bytes(buf), "<memory>")
+
+
+__all__ = ["ChipImage", "load", "from_sections", "dataclasses"]

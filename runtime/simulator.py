@@ -1,0 +1,303 @@
+"""run(image, x) -> RunResult: the cycle-level execution of a chip image, batch-parallel.
+
+The wrappers here check dtypes, shapes and contiguity and build the structure-of-arrays tables
+the kernels in ``runtime/kernels.py`` need (once per image, cached). T input steps run for T + L
+ticks (L = the image's pipeline latency); the output counts and final membranes then equal
+``compiler.reference.run_int`` on ``image.unmap()`` bit for bit.
+
+Timing/energy model (chip.md): per tick, a core is busy for events x (2 + ceil(columns/64))
+integrate cycles plus ceil(neurons/4) + packets fire cycles; the tick lasts as long as the
+busiest core plus the NoC drain. Energy = 2.64 pJ x one-bit SOPs + 5 pJ per neuron update +
+3 pJ per on-chip hop + 30 pJ per inter-chip hop. Host input injection and output collection
+are assumed free (host links are outside the model).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from compiler.errors import SimulationError
+from compiler.reference import score
+from runtime import kernels
+from runtime.image import ChipImage
+
+
+@dataclass
+class Tables:
+    """Kernel-ready arrays of one image (all contiguous int64 unless noted)."""
+
+    in_ptr: np.ndarray
+    in_gax: np.ndarray
+    in_delay: np.ndarray
+    core_nb: np.ndarray
+    core_ts: np.ndarray
+    core_ev_cyc: np.ndarray
+    core_fire_cyc: np.ndarray
+    ax_ptr: np.ndarray
+    ax_nrn: np.ndarray
+    ax_w: np.ndarray
+    ax_sops1: np.ndarray
+    ax_core: np.ndarray
+    ax_graded: np.ndarray      # bool
+    regs: tuple
+    neu_layer: np.ndarray
+    rt_ptr: np.ndarray
+    rt_gax: np.ndarray
+    rt_delay: np.ndarray
+    rt_hops: np.ndarray
+    rt_xhops: np.ndarray
+    rt_lptr: np.ndarray
+    rt_links: np.ndarray
+    cap: int
+    n_links: int
+    out_glob: np.ndarray
+    out_th: np.ndarray
+    out_scale: np.ndarray
+    neurons_per_core: np.ndarray
+
+
+def _i64(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def tables(image: ChipImage, weights_override=None) -> Tables:
+    """Build (or fetch the cached) kernel tables; ``weights_override`` replaces ax_w (noise)."""
+    cached = getattr(image, "_tables", None)
+    if cached is not None and weights_override is None:
+        return cached
+    a, spec = image.a, image.spec
+    nb_ = _i64(a["core_neuron_base"])
+    n_per = np.diff(nb_)
+    w = a["core_w"].astype(np.int64)
+    cols = n_per * w
+    ev = spec.event_cycles + (cols + spec.cols_per_cycle - 1) // spec.cols_per_cycle
+    fire = (n_per + spec.neurons_per_cycle - 1) // spec.neurons_per_cycle
+    ax_ptr, ax_nrn, ax_w = image.axon_table
+    # one-bit SOPs per event: set bits of the stored w-bit pattern
+    core_of_nz = image.core_of_neuron[ax_nrn] if ax_nrn.size else np.zeros(0, np.int64)
+    wbits = w[core_of_nz] if ax_nrn.size else np.zeros(0, np.int64)
+    pattern = np.where(wbits == 1, ax_w, ax_w & ((1 << wbits) - 1))
+    pop = np.zeros(ax_w.size, np.int64)
+    for b in range(8):
+        pop += (pattern >> b) & 1
+    ax_of = np.repeat(np.arange(image.n_axons), np.diff(ax_ptr))
+    ax_sops1 = np.bincount(ax_of, weights=pop, minlength=image.n_axons).astype(np.int64)
+    graded = np.zeros(image.n_axons, np.bool_)
+    graded[image.in_gaxon] = True
+    rb = _i64(a["neu_route_base"])
+    src_core = np.repeat(image.core_of_neuron, np.diff(rb))
+    gax = image.gaxon
+    host = gax < 0
+    dst_core = np.where(host, src_core, image.core_of_axon[np.where(host, 0, gax)])
+    cw, ch = image.meta["board"]["grid"]
+    chip = a["core_chip"].astype(np.int64)
+    X = (chip % cw) * spec.mesh_x + a["core_x"]
+    Y = (chip // cw) * spec.mesh_y + a["core_y"]
+    lptr, links, hops, xhops = kernels.xy_links(
+        _i64(X[src_core]), _i64(Y[src_core]), _i64(X[dst_core]), _i64(Y[dst_core]),
+        cw * spec.mesh_x, spec.mesh_x, spec.mesh_y)
+    regs_ = image.regs(np.arange(image.n_neurons))
+    regs = tuple(_i64(getattr(regs_, k)) for k in (
+        "th_pos", "th_neg", "v_reset", "v_init", "bias", "leak", "shift", "reset_mode",
+        "neg_mode", "leak_mode"))
+    out_glob = _i64(image.meta["output"]["global"])
+    t = Tables(
+        in_ptr=_i64(a["in_route_base"]), in_gax=_i64(image.in_gaxon),
+        in_delay=_i64(a["in_rt_delay"]), core_nb=nb_, core_ts=_i64(a["core_tick_start"]),
+        core_ev_cyc=_i64(ev), core_fire_cyc=_i64(fire), ax_ptr=_i64(ax_ptr),
+        ax_nrn=_i64(ax_nrn), ax_w=_i64(ax_w if weights_override is None else weights_override),
+        ax_sops1=ax_sops1, ax_core=_i64(image.core_of_axon), ax_graded=graded, regs=regs,
+        neu_layer=_i64(a["core_layer"][image.core_of_neuron]), rt_ptr=rb, rt_gax=_i64(gax),
+        rt_delay=_i64(a["rt_delay"]), rt_hops=_i64(np.where(host, 0, hops)),
+        rt_xhops=_i64(np.where(host, 0, xhops)), rt_lptr=_i64(lptr), rt_links=_i64(links),
+        cap=int(gax.size + image.in_gaxon.size + 1), n_links=int(cw * spec.mesh_x * ch
+                                                                  * spec.mesh_y * 4),
+        out_glob=out_glob, out_th=regs[0][out_glob],
+        out_scale=np.asarray(image.meta["output"]["scale"], np.float64),
+        neurons_per_core=n_per)
+    if weights_override is None:
+        image._tables = t
+    return t
+
+
+@dataclass
+class RunResult:
+    """Outputs and counters of a run. Per-sample arrays have the batch as first axis."""
+
+    timesteps: int
+    latency_ticks: int
+    encoding: str
+    out_counts: np.ndarray          # [B, n_out]
+    v_out: np.ndarray               # [B, n_out]
+    scores: np.ndarray              # [B, n_out] float
+    layer_spikes: np.ndarray        # [B, n_layers]
+    stats: np.ndarray               # [B, N_STATS]
+    tick_cycles: np.ndarray         # [B, T + L]
+    core_busy: np.ndarray           # [n_cores] summed over the batch
+    link_load: np.ndarray           # [n_links] flits summed over the batch
+    layer_names: list[str]
+    layer_sizes: np.ndarray
+    energy_pj: dict[str, np.ndarray] = field(default_factory=dict)   # per sample
+    clock_hz: float = 100e6
+    wall_s: float = 0.0
+    counts_all: np.ndarray | None = None   # [B, N] (record=True)
+    v_all: np.ndarray | None = None        # [B, N] (record=True)
+
+    @property
+    def n(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return np.argmax(self.scores, axis=1)
+
+    def accuracy(self, labels: np.ndarray) -> float:
+        return float(np.mean(self.predictions == np.asarray(labels))) if self.n else float("nan")
+
+    @property
+    def sops(self) -> np.ndarray:
+        return self.stats[:, kernels.ST_SOPS]
+
+    @property
+    def sops_1bit(self) -> np.ndarray:
+        return self.stats[:, kernels.ST_SOPS1]
+
+    @property
+    def latency_us(self) -> np.ndarray:
+        return self.stats[:, kernels.ST_CYCLES] / self.clock_hz * 1e6
+
+    @property
+    def energy_uj(self) -> np.ndarray:
+        return sum(self.energy_pj.values()) * 1e-6
+
+    def layer_rates(self) -> dict[str, float]:
+        """Mean spikes per neuron per input step, per layer."""
+        tot = self.layer_spikes.sum(axis=0)
+        return {n: float(tot[i] / max(self.n * self.timesteps * self.layer_sizes[i], 1))
+                for i, n in enumerate(self.layer_names)}
+
+    def summary(self) -> dict:
+        e = {k: float(np.mean(v)) * 1e-6 for k, v in self.energy_pj.items()}
+        return {
+            "n": self.n, "timesteps": self.timesteps, "encoding": self.encoding,
+            "latency_ticks": self.latency_ticks,
+            "sops_per_sample": float(np.mean(self.sops)) if self.n else 0.0,
+            "sops_1bit_per_sample": float(np.mean(self.sops_1bit)) if self.n else 0.0,
+            "spikes_per_sample": float(np.mean(self.stats[:, kernels.ST_SPIKES])) if self.n else 0.0,
+            "packets_per_sample": float(np.mean(self.stats[:, kernels.ST_PACKETS])) if self.n else 0.0,
+            "hops_per_sample": float(np.mean(self.stats[:, kernels.ST_HOPS])) if self.n else 0.0,
+            "interchip_hops_per_sample": float(np.mean(self.stats[:, kernels.ST_XHOPS]))
+            if self.n else 0.0,
+            "energy_uj_per_sample": float(np.mean(self.energy_uj)) if self.n else 0.0,
+            "energy_breakdown_uj": e,
+            "energy_sop_headline_uj": float(np.mean(self.sops_1bit)) * 2.64e-6 if self.n else 0.0,
+            "latency_us_per_sample": float(np.mean(self.latency_us)) if self.n else 0.0,
+            "layer_rates": self.layer_rates(),
+            "samples_per_s": self.n / self.wall_s if self.wall_s > 0 else float("nan"),
+        }
+
+
+def default_workers() -> int:
+    return max(1, min(numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1))
+
+
+def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
+                 workers: int | None = None, record: bool = False, progress: bool = False,
+                 encoding: str = "direct", weights=None) -> RunResult:
+    """Run pre-encoded inputs ``payloads`` (uint8 [T, B, n_in])."""
+    p = np.asarray(payloads)
+    if p.ndim != 3 or p.shape[2] != image.n_inputs:
+        raise SimulationError(f"payloads must have shape [T, B, {image.n_inputs}], got "
+                              f"{list(p.shape)}")
+    if p.dtype != np.uint8:
+        if p.size and (p.min() < 0 or p.max() > 255):
+            raise SimulationError("payloads must be integers in 0..255")
+        p = p.astype(np.uint8)
+    T, B, _ = p.shape
+    if T < 1:
+        raise SimulationError("need at least one timestep")
+    tb = tables(image, weights)
+    L = image.latency
+    spec = image.spec
+    workers = workers or default_workers()
+    numba.set_num_threads(min(workers, numba.config.NUMBA_NUM_THREADS))
+    n_layers = len(image.layers)
+    N, C, n_out = image.n_neurons, image.n_cores, tb.out_glob.size
+    out_counts = np.zeros((B, n_out), np.int64)
+    v_out = np.zeros((B, n_out), np.int64)
+    layer_spk = np.zeros((B, n_layers), np.int64)
+    stats = np.zeros((B, kernels.N_STATS), np.int64)
+    tick_cycles = np.zeros((B, T + L), np.int64)
+    core_busy = np.zeros(C, np.int64)
+    link_load = np.zeros(max(tb.n_links, 1), np.int64)
+    cnt_all = np.zeros((B, N) if record else (1, 1), np.int64)
+    v_all = np.zeros((B, N) if record else (1, 1), np.int64)
+    vlo, vhi = spec.membrane_range
+    pb = None
+    if progress:
+        from tqdm import tqdm
+        pb = tqdm(total=B, desc="snnrun", unit="sample", leave=False)
+    t0 = time.perf_counter()
+    for i in range(0, B, batch):
+        j = min(B, i + batch)
+        chunk = np.ascontiguousarray(p[:, i:j].transpose(1, 0, 2))
+        bsz = j - i
+        cb = np.zeros((bsz, C), np.int64)
+        lt = np.zeros((bsz, max(tb.n_links, 1)), np.int64)
+        kernels.run_batch(
+            chunk, T, L, min(workers, bsz), tb.in_ptr, tb.in_gax, tb.in_delay,
+            tb.core_nb, tb.core_ts, tb.core_ev_cyc, tb.core_fire_cyc,
+            tb.ax_ptr, tb.ax_nrn, tb.ax_w, tb.ax_sops1, tb.ax_core, tb.ax_graded,
+            *tb.regs, tb.neu_layer, tb.rt_ptr, tb.rt_gax, tb.rt_delay, tb.rt_hops, tb.rt_xhops,
+            tb.rt_lptr, tb.rt_links, vlo, vhi, spec.payload_bits, spec.hop_cycles,
+            spec.interchip_hop_cycles, spec.axon_slots, tb.cap, tb.n_links,
+            out_counts[i:j], v_out[i:j], tb.out_glob, layer_spk[i:j], stats[i:j], cb, lt,
+            tick_cycles[i:j], cnt_all[i:j] if record else cnt_all,
+            v_all[i:j] if record else v_all, record)
+        core_busy += cb.sum(axis=0)
+        link_load += lt.sum(axis=0)
+        if pb is not None:
+            pb.update(bsz)
+    wall = time.perf_counter() - t0
+    if pb is not None:
+        pb.close()
+    sc = score(out_counts, v_out, tb.out_th, tb.out_scale)
+    neuron_updates = float(np.sum(tb.neurons_per_core)) * T
+    energy = {
+        "synaptic": stats[:, kernels.ST_SOPS1] * spec.e_sop_pj,
+        "neuron": np.full(B, neuron_updates * spec.e_neuron_pj),
+        "routing": (stats[:, kernels.ST_HOPS] * spec.e_hop_pj
+                    + stats[:, kernels.ST_XHOPS] * spec.e_interchip_pj),
+    }
+    return RunResult(
+        timesteps=T, latency_ticks=L, encoding=encoding, out_counts=out_counts, v_out=v_out,
+        scores=sc, layer_spikes=layer_spk, stats=stats, tick_cycles=tick_cycles,
+        core_busy=core_busy, link_load=link_load,
+        layer_names=[x["name"] for x in image.layers],
+        layer_sizes=np.array([x["neurons"] for x in image.layers]), energy_pj=energy,
+        clock_hz=spec.clock_hz, wall_s=wall,
+        counts_all=cnt_all if record else None, v_all=v_all if record else None)
+
+
+def run(image: ChipImage, x: np.ndarray, *, timesteps: int | None = None,
+        encoding: str | None = None, seed: int = 0, **kw) -> RunResult:
+    """Encode images ``x`` [B, ...] in [0, 1] and run them. T and encoding default to META."""
+    from runtime import encoding as enc
+    T = int(timesteps or image.meta["timesteps"])
+    name = encoding or image.meta["encoding"]
+    x = np.asarray(x)
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != image.n_inputs:
+        raise SimulationError(
+            f"inputs of shape {list(x.shape)} do not match the image's input "
+            f"{image.meta['input']['shape']} ({image.n_inputs} values per sample)")
+    payloads = enc.encode(name, x.reshape(len(x), -1), T, seed=seed)
+    return run_payloads(image, payloads, encoding=name, **kw)
+
+
+__all__ = ["run", "run_payloads", "RunResult", "tables", "math"]
