@@ -83,14 +83,15 @@ def place(graph: Graph, spec: ChipSpec, chips: int = 1, seed: int = 0, effort: f
         for c in cores:
             per_layer[c.layer] = per_layer.get(c.layer, 0) + 1
         big = max(per_layer, key=per_layer.get)
-        hint = (f"compile with --chips {need}" if need <= spec.max_chips else
-                f"the network needs {need} chips > the largest board ({spec.max_chips}); shrink "
-                f"layer '{big}' ({per_layer[big]} cores)")
+        hint = (f"compile with --chips {need} (largest layer: '{big}', {per_layer[big]} cores)"
+                if need <= spec.max_chips else
+                f"that exceeds the largest board ({spec.max_chips} chips); shrink layer "
+                f"'{big}' ({per_layer[big]} cores) or use fewer weight bits")
         raise CapacityError(
             f"network needs {n} cores but the board has {cap} ({chips} chip(s) x "
             f"{spec.cores_per_chip} cores, chip '{spec.name}'); it needs {need} chip(s)",
             resource="cores", needed=n, available=cap,
-            hint=hint + f"; largest layer: '{big}' with {per_layer[big]} cores")
+            hint=hint)
     slots = slot_coords(spec, chips)
     xy = slots[:, 3:5]
     t = traffic_matrix(graph, cores)

@@ -1,0 +1,77 @@
+"""Shared CLI plumbing for snnc and snnrun: SnnError -> clean message + exit code, --debug."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import traceback
+
+import click
+import numpy as np
+
+from compiler.errors import SnnError
+
+
+def run_cli(group: click.Group, prog: str) -> None:
+    """Invoke a click group; errors print without traceback unless --debug is in argv."""
+    debug = "--debug" in sys.argv
+    logging.basicConfig(level=logging.WARNING, format=f"{prog}: %(levelname)s: %(message)s")
+    try:
+        group.main(prog_name=prog, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except SnnError as e:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"{prog}: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - never show a raw traceback to users
+        if debug:
+            traceback.print_exc()
+        click.echo(f"{prog}: internal error: {type(e).__name__}: {e}\n"
+                   f"Hint: rerun with --debug for the traceback and report it", err=True)
+        sys.exit(3)
+
+
+def _clean(o):
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _clean(o.tolist())
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating, float)):
+        f = float(o)
+        return f if math.isfinite(f) else None
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+def echo_json(obj) -> None:
+    click.echo(json.dumps(_clean(obj), indent=2, sort_keys=False))
+
+
+def table(rows: list[list], header: list[str]) -> str:
+    cells = [[str(c) for c in r] for r in [header] + rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w)  # noqa: E731
+                               for i, (c, w) in enumerate(zip(r, widths)))
+    out = [line(cells[0]), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells[1:]]
+    return "\n".join(out)
+
+
+def debug_option(f):
+    return click.option("--debug", is_flag=True, help="Show tracebacks on errors.")(f)

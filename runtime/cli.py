@@ -1,0 +1,119 @@
+"""snnrun: run a chip image on a dataset (cycle-level), check it, report it (docs/cli.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from compiler.cliutil import debug_option, echo_json, run_cli
+from compiler.errors import SnnError
+
+ENCODINGS = ["direct", "rate", "phase", "latency", "latency-log"]
+
+
+def check_bit_exact(image, payloads, result) -> tuple[bool, dict | None]:
+    """Compare a recorded run with compiler.reference.run_int on image.unmap()."""
+    from compiler import reference
+    ig = image.unmap()
+    rq = reference.run_int(ig, payloads, membrane_bits=image.spec.membrane_bits)
+    for li, L in enumerate(image.layers):
+        glob = image.layer_neurons(li)
+        c_ok = np.array_equal(result.counts_all[:, glob], rq.counts[L["name"]])
+        v_ok = np.array_equal(result.v_all[:, glob], rq.v_final[L["name"]])
+        if not (c_ok and v_ok):
+            diff = (result.counts_all[:, glob] != rq.counts[L["name"]]) | (
+                result.v_all[:, glob] != rq.v_final[L["name"]])
+            s, n = np.argwhere(diff)[0]
+            return False, {"layer": L["name"], "sample": int(s), "neuron": int(n),
+                           "runtime_count": int(result.counts_all[s, glob[n]]),
+                           "reference_count": int(rq.counts[L["name"]][s, n]),
+                           "runtime_v": int(result.v_all[s, glob[n]]),
+                           "reference_v": int(rq.v_final[L["name"]][s, n])}
+    return True, None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--data", default="digits", show_default=True,
+              help="digits | npz:FILE | mnist:DIR | cifar10:DIR (test split).")
+@click.option("--limit", type=int, default=None, help="First N samples.")
+@click.option("--timesteps", "-T", type=int, default=None, help="Input steps (default: META).")
+@click.option("--encoding", type=click.Choice(ENCODINGS), default=None,
+              help="Input encoding (default: META).")
+@click.option("--seed", default=0, show_default=True, help="Seed for stochastic encodings.")
+@click.option("--batch", default=256, show_default=True, help="Samples per kernel call.")
+@click.option("--workers", type=int, default=None, help="Threads (default: all cores).")
+@click.option("--check", is_flag=True, help="Check bit-exactness against compiler/reference.py.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--save-predictions", type=click.Path(dir_okay=False), default=None)
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write report.json, report.md (and figures with --plots) to DIR.")
+@click.option("--plots", is_flag=True, help="Draw figures into the --report directory.")
+@debug_option
+def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, check, as_json,
+             save_predictions, report_dir, plots, debug):
+    """Run IMAGE (chip.bin) on DATA with the cycle-level chip runtime."""
+    from frontends.datasets import load_dataset
+    from runtime import encoding as enc
+    from runtime.image import load
+    from runtime.report import run_table, write_report
+    from runtime.simulator import run_payloads
+
+    img = load(image)
+    ds = load_dataset(data, split="test", limit=limit)
+    if int(np.prod(ds.x.shape[1:])) != img.n_inputs:
+        raise SnnError(f"data '{data}' has inputs of shape {list(ds.x.shape[1:])} but {image} "
+                       f"expects {img.meta['input']['shape']}",
+                       "run the image on the dataset it was compiled for")
+    T = int(timesteps or img.meta["timesteps"])
+    name = encoding or img.meta["encoding"]
+    if T < 1:
+        raise SnnError(f"--timesteps must be >= 1, got {T}")
+    payloads = enc.encode(name, ds.x.reshape(len(ds.x), -1), T, seed=seed)
+    progress = (not as_json) and len(ds.x) * T * max(img.n_neurons, 1) > 5e6 and sys.stderr.isatty()
+    res = run_payloads(img, payloads, batch=batch, workers=workers, record=check,
+                       progress=progress, encoding=name)
+    summary = {"accuracy": res.accuracy(ds.y)}
+    summary.update(res.summary())
+    summary["data"] = data
+    if check:
+        ok, first = check_bit_exact(img, payloads, res)
+        summary["bit_exact"] = ok
+        if first:
+            summary["first_divergence"] = first
+    if save_predictions:
+        np.save(save_predictions, res.predictions)
+    if report_dir:
+        write_report(report_dir, summary, res, img, plots=plots)
+    elif plots:
+        raise click.UsageError("--plots needs --report DIR")
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(run_table(summary))
+        if report_dir:
+            click.echo(f"\nreport written to {Path(report_dir)}/")
+    if check and not summary["bit_exact"]:
+        click.echo(f"snnrun: error: runtime diverges from the reference: "
+                   f"{summary['first_divergence']}", err=True)
+        sys.exit(4)
+
+
+SUBCOMMANDS: dict = {}
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if argv and argv[0] in SUBCOMMANDS:
+        cmd = SUBCOMMANDS[argv[0]]
+        sys.argv = [sys.argv[0] + " " + argv[0]] + argv[1:]
+        run_cli(cmd, "snnrun")
+    else:
+        run_cli(main_run, "snnrun")
+
+
+if __name__ == "__main__":
+    main()

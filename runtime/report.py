@@ -1,0 +1,114 @@
+"""Tables (text, JSON, Markdown) and figures (matplotlib) of runtime results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from compiler.cliutil import _clean, table
+
+
+def run_table(summary: dict) -> str:
+    rows = []
+    if summary.get("accuracy") is not None:
+        rows.append(["accuracy", f"{100 * summary['accuracy']:.2f}%"])
+    rows += [
+        ["samples", summary["n"]],
+        ["timesteps (T) / latency L", f"{summary['timesteps']} / {summary['latency_ticks']} ticks"],
+        ["encoding", summary["encoding"]],
+        ["SOPs / sample", f"{summary['sops_per_sample']:.0f}"],
+        ["one-bit SOPs / sample", f"{summary['sops_1bit_per_sample']:.0f}"],
+        ["spikes / sample", f"{summary['spikes_per_sample']:.0f}"],
+        ["packets / hops / inter-chip hops",
+         f"{summary['packets_per_sample']:.0f} / {summary['hops_per_sample']:.0f} / "
+         f"{summary['interchip_hops_per_sample']:.0f}"],
+        ["energy / sample", f"{summary['energy_uj_per_sample']:.4f} uJ  (" + ", ".join(
+            f"{k} {v:.4f}" for k, v in summary["energy_breakdown_uj"].items()) + ")"],
+        ["energy at 2.64 pJ/SOP only", f"{summary['energy_sop_headline_uj']:.4f} uJ"],
+        ["chip latency / sample", f"{summary['latency_us_per_sample']:.2f} us"],
+        ["simulator throughput", f"{summary['samples_per_s']:.1f} samples/s"],
+    ]
+    if "bit_exact" in summary:
+        rows.append(["bit-exact vs reference", str(summary["bit_exact"])])
+    out = table(rows, ["metric", "value"])
+    rates = [[k, f"{v:.4f}"] for k, v in summary["layer_rates"].items()]
+    return out + "\n\n" + table(rates, ["layer", "spikes/neuron/step"])
+
+
+def markdown(summary: dict, title: str = "snnrun report") -> str:
+    lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
+    for k, v in summary.items():
+        if isinstance(v, dict):
+            continue
+        lines.append(f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |")
+    lines += ["", "## Per-layer firing rates", "", "| layer | spikes/neuron/step |", "|---|---|"]
+    lines += [f"| {k} | {v:.4f} |" for k, v in summary["layer_rates"].items()]
+    lines += ["", "## Energy breakdown (uJ/sample)", "", "| part | uJ |", "|---|---|"]
+    lines += [f"| {k} | {v:.6f} |" for k, v in summary["energy_breakdown_uj"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: str | Path, summary: dict, result=None, image=None,
+                 plots: bool = False) -> list[str]:
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "report.json").write_text(json.dumps(_clean(summary), indent=2))
+    (d / "report.md").write_text(markdown(summary))
+    files = [str(d / "report.json"), str(d / "report.md")]
+    if plots and result is not None and image is not None:
+        files += plot_run(d, result, image)
+    return files
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_run(d: Path, result, image) -> list[str]:
+    plt = _plt()
+    files = []
+    rates = result.layer_rates()
+    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(rates) + 2), 3))
+    ax.bar(list(rates), list(rates.values()), color="#3b7dd8")
+    ax.set_ylabel("spikes / neuron / step")
+    ax.set_title("Per-layer firing rates")
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    fig.savefig(d / "layer_rates.png", dpi=120)
+    plt.close(fig)
+    files.append(str(d / "layer_rates.png"))
+    spec = image.spec
+    a = image.a
+    busy = result.core_busy / max(result.n, 1)
+    for chip in range(image.chips):
+        grid = np.full((spec.mesh_y, spec.mesh_x), np.nan)
+        sel = np.flatnonzero(a["core_chip"] == chip)
+        grid[a["core_y"][sel], a["core_x"][sel]] = busy[sel]
+        fig, ax = plt.subplots(figsize=(4.2, 3.6))
+        im = ax.imshow(grid, cmap="viridis")
+        fig.colorbar(im, ax=ax, label="busy cycles / sample")
+        ax.set_title(f"Core activity, chip {chip}")
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        fig.tight_layout()
+        f = d / f"core_activity_chip{chip}.png"
+        fig.savefig(f, dpi=120)
+        plt.close(fig)
+        files.append(str(f))
+    cw, ch = image.meta["board"]["grid"]
+    W, H = cw * spec.mesh_x, ch * spec.mesh_y
+    load = result.link_load[: W * H * 4].reshape(H, W, 4).sum(axis=2) / max(result.n, 1)
+    fig, ax = plt.subplots(figsize=(max(4, W / 3), max(3.4, H / 3)))
+    im = ax.imshow(load, cmap="magma")
+    fig.colorbar(im, ax=ax, label="flits leaving the router / sample")
+    ax.set_title("NoC link load (board)")
+    fig.tight_layout()
+    fig.savefig(d / "link_load.png", dpi=120)
+    plt.close(fig)
+    files.append(str(d / "link_load.png"))
+    return files
