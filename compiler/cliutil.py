@@ -42,6 +42,11 @@ def run_cli(group: click.Group, prog: str) -> None:
         sys.exit(3)
 
 
+def jsonable(o):
+    """Plain JSON types (numpy -> Python, non-finite floats -> None)."""
+    return _clean(o)
+
+
 def _clean(o):
     if isinstance(o, dict):
         return {str(k): _clean(v) for k, v in o.items()}

@@ -10,7 +10,6 @@ runtime can be checked against ``compiler.reference.run_int`` without the source
 
 from __future__ import annotations
 
-import dataclasses
 from functools import cached_property
 from pathlib import Path
 
@@ -297,12 +296,8 @@ def load(path: str | Path) -> ChipImage:
 
 
 def from_sections(sections: dict, spec_digest: str) -> ChipImage:
-    """An image straight from ``emit`` output (round trip through the byte format in memory)."""
-    import io  # noqa: F401 - kept for symmetry with binfmt.read_bytes
-    buf = binfmt.to_bytes(sections, spec_digest) if hasattr(binfmt, "to_bytes") else None
-    if buf is None:
-        raise NotImplementedError("binfmt.to_bytes is required for in-memory images")
-    return ChipImage(binfmt.read_bytes(buf), "<memory>")
+    """An image straight from ``emit`` output, through the byte format in memory."""
+    return ChipImage(binfmt.read_bytes(binfmt.to_bytes(sections, spec_digest)), "<memory>")
 
 
-__all__ = ["ChipImage", "load", "from_sections", "dataclasses"]
+__all__ = ["ChipImage", "load", "from_sections"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.cliutil import _clean, table
+from compiler.cliutil import jsonable, table
 
 
 def run_table(summary: dict) -> str:
@@ -54,7 +54,7 @@ def write_report(out_dir: str | Path, summary: dict, result=None, image=None,
                  plots: bool = False) -> list[str]:
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "report.json").write_text(json.dumps(_clean(summary), indent=2))
+    (d / "report.json").write_text(json.dumps(jsonable(summary), indent=2))
     (d / "report.md").write_text(markdown(summary))
     files = [str(d / "report.json"), str(d / "report.md")]
     if plots and result is not None and image is not None:

@@ -16,6 +16,7 @@ import hashlib
 import numpy as np
 
 from compiler.chip import HOST_CHIP, ChipSpec
+from compiler.cliutil import jsonable
 from compiler.ir.graph import Graph
 from compiler.ir.nodes import Layer
 from compiler.passes.partition import stacked
@@ -193,7 +194,7 @@ def emit(graph: Graph, spec: ChipSpec, source: dict | None = None,
         "options": {k: v for k, v in (options or {}).items()
                     if isinstance(v, (int, float, str, bool)) or v is None},
     }
-    sec["meta"] = meta
+    sec["meta"] = jsonable(meta)
     return sec
 
 

@@ -63,7 +63,8 @@ def lower(graph: Graph, spec: ChipSpec | None = None, input_scale: float = INPUT
         if name == oname:
             shape = shapes[osrc]
             n = int(np.prod(shape))
-            neuron = IF(v_threshold=np.full(n, np.inf), reset_mode="soft")
+            neuron = IF(v_threshold=np.full(n, np.inf), v_reset=np.zeros(n), v_init=np.zeros(n),
+                        reset_mode="soft")
             lname = readout
         else:
             shape = shapes[name]
