@@ -6,7 +6,9 @@ core holds at most 1024 / (w * 2**LCN) neurons and 1024 * 2**LCN axons (one per 
 element its neurons read). Neurons are grouped by identical footprint (for a (C, H, W) layer: all
 channels of one pixel) and visited in blocked-raster order, so a tile covers a compact spatial
 block and its input footprint (the conv receptive field plus halo) stays small. Tiles are filled
-greedily. Per layer, every LCN in 0..max_lcn that can hold the widest single neuron is tried and
+greedily under three limits: neurons, axons, and route entries (each neuron needs one per
+consumer core that listens to it; layers are partitioned consumers-first so this is known).
+Per layer, every LCN in 0..max_lcn that can hold the widest single neuron is tried and
 the one giving the fewest cores wins (ties: smaller LCN).
 """
 
@@ -46,22 +48,32 @@ def _groups(layer: Layer, cap: int) -> list[np.ndarray]:
     return [np.array([j]) for j in range(layer.n)]
 
 
-def _tile(m: sp.csc_matrix, groups: list[np.ndarray], cap_n: int, cap_a: int):
-    """Greedy fill; returns list of (neurons, footprint rows) or None if a neuron cannot fit."""
+def _tile(m: sp.csc_matrix, groups: list[np.ndarray], cap_n: int, cap_a: int,
+          entries: np.ndarray, cap_r: int):
+    """Greedy fill under three limits: neurons, axons (footprint) and route entries (the
+    neurons' fan-out). Returns [(neurons, footprint rows)] or None if one neuron cannot fit."""
     rows_of = [m.indices[m.indptr[j]:m.indptr[j + 1]] for j in range(m.shape[1])]
     tiles = []
     mark = np.zeros(m.shape[0], bool)
     cur_n: list[int] = []
     cur_rows: list[np.ndarray] = []
-    n_rows = 0
+    n_rows = n_routes = 0
 
     def close():
-        nonlocal cur_n, cur_rows, n_rows
+        nonlocal cur_n, cur_rows, n_rows, n_routes
         if cur_n:
             rows = np.unique(np.concatenate(cur_rows)) if cur_rows else np.empty(0, np.int64)
             mark[rows] = False
             tiles.append((np.sort(np.array(cur_n)), rows))
-        cur_n, cur_rows, n_rows = [], [], 0
+        cur_n, cur_rows, n_rows, n_routes = [], [], 0, 0
+
+    def add(part, new):
+        nonlocal n_rows, n_routes
+        mark[new] = True
+        cur_rows.append(new)
+        n_rows += new.size
+        n_routes += int(entries[part].sum())
+        cur_n.extend(int(j) for j in part)
 
     for g in groups:
         parts = [g] if g.size <= cap_n else [g[i:i + cap_n] for i in range(0, g.size, cap_n)]
@@ -69,38 +81,57 @@ def _tile(m: sp.csc_matrix, groups: list[np.ndarray], cap_n: int, cap_a: int):
             for attempt in (0, 1):
                 rows = np.unique(np.concatenate([rows_of[j] for j in part]))
                 new = rows[~mark[rows]]
-                if len(cur_n) + part.size <= cap_n and n_rows + new.size <= cap_a:
-                    mark[new] = True
-                    cur_rows.append(new)
-                    n_rows += new.size
-                    cur_n.extend(int(j) for j in part)
+                if (len(cur_n) + part.size <= cap_n and n_rows + new.size <= cap_a
+                        and n_routes + entries[part].sum() <= cap_r):
+                    add(part, new)
                     break
                 if attempt == 0:
                     close()
                     continue
-                # the part alone exceeds the axons: split it neuron by neuron
+                # the part alone exceeds a limit: place it neuron by neuron
                 for j in part:
                     r = rows_of[j]
-                    if r.size > cap_a:
+                    if r.size > cap_a or entries[j] > cap_r:
                         return None
                     new = r[~mark[r]]
-                    if len(cur_n) + 1 > cap_n or n_rows + new.size > cap_a:
+                    if (len(cur_n) + 1 > cap_n or n_rows + new.size > cap_a
+                            or n_routes + entries[j] > cap_r):
                         close()
                         new = r
-                    mark[new] = True
-                    cur_rows.append(new)
-                    n_rows += new.size
-                    cur_n.append(int(j))
+                    add(np.array([j]), new)
     close()
     return tiles
 
 
+def _fanout(graph: Graph, cores: list[Core], name: str) -> np.ndarray:
+    """Route entries each neuron of ``name`` needs: one per consumer core listening to it."""
+    n = graph.node(name).n
+    cnt = np.zeros(n, np.int64)
+    if name == graph.output_layer:
+        cnt += 1                                   # to the host
+    for c in cores:
+        src = graph.node(c.layer).sources
+        for s_i, s in enumerate(src):
+            if s == name:
+                np.add.at(cnt, c.axon_idx[c.axon_src == s_i], 1)
+    return cnt
+
+
 def partition(graph: Graph, spec: ChipSpec, max_lcn: int | None = None, **_) -> Graph:
     out = graph.copy()
-    cores: list[Core] = []
+    per_layer: dict[str, list[Core]] = {}
     lcn_cap = spec.max_lcn if max_lcn is None else min(max_lcn, spec.max_lcn)
-    for name in graph.layers:
+    # consumers first, so every layer knows its neurons' fan-out (route entries)
+    for name in reversed(graph.layers):
         layer: Layer = graph.node(name)
+        entries = _fanout(graph, [c for cs in per_layer.values() for c in cs], name)
+        if entries.max(initial=0) > spec.route_entries:
+            j = int(np.argmax(entries))
+            raise CapacityError(
+                f"layer '{name}': neuron {j} feeds {int(entries[j])} cores > "
+                f"{spec.route_entries} route entries per core (chip '{spec.name}')",
+                resource="route_entries", needed=int(entries[j]), available=spec.route_entries,
+                hint="reduce the fan-out of this layer (fewer consumers or smaller kernels)")
         m, src_id, elem = stacked(layer)
         fan_in = np.diff(m.indptr)
         widest = int(fan_in.max()) if fan_in.size else 0
@@ -110,7 +141,7 @@ def partition(graph: Graph, spec: ChipSpec, max_lcn: int | None = None, **_) -> 
             cap_n = spec.neurons_per_core(layer.bits, lcn)
             if widest > cap_a or cap_n < 1:
                 continue
-            tiles = _tile(m, _groups(layer, cap_n), cap_n, cap_a)
+            tiles = _tile(m, _groups(layer, cap_n), cap_n, cap_a, entries, spec.route_entries)
             if tiles is not None and (best is None or len(tiles) < len(best[1])):
                 best = (lcn, tiles)
         if best is None:
@@ -121,10 +152,10 @@ def partition(graph: Graph, spec: ChipSpec, max_lcn: int | None = None, **_) -> 
                 resource="axons", needed=widest, available=spec.axons_per_core(lcn_cap),
                 hint="reduce the layer's fan-in (fewer input channels or a smaller kernel)")
         lcn, tiles = best
-        for neurons, rows in tiles:
-            cores.append(Core(layer=name, neurons=neurons.astype(np.int64),
-                              axon_src=src_id[rows].astype(np.int64),
-                              axon_idx=elem[rows].astype(np.int64), w=layer.bits, lcn=lcn))
-    out.attrs["cores"] = cores
+        per_layer[name] = [Core(layer=name, neurons=neurons.astype(np.int64),
+                                axon_src=src_id[rows].astype(np.int64),
+                                axon_idx=elem[rows].astype(np.int64), w=layer.bits, lcn=lcn)
+                           for neurons, rows in tiles]
+    out.attrs["cores"] = [c for name in graph.layers for c in per_layer[name]]
     out.attrs["stage"] = "partitioned"
     return out

@@ -1,0 +1,70 @@
+"""Benchmark networks with integer-valued weights, so the compiled integers equal them exactly.
+
+Weights are integers in [-127, 127] with the extreme reached in every layer (per-layer 8-bit
+quantization then maps them to themselves: scale 1 for spiking inputs, 1/255 for the graph
+input's event units). Thresholds are set from a short calibration so that hidden layers fire
+near a target rate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ir import IF, Affine, AvgPool2d, Conv2d, Flatten, Graph, Input, Output
+
+
+def _int_weights(rng, shape, bits=8):
+    """Integer weights of ``bits`` width with the range's extreme present (maps to itself)."""
+    q = (1 << (bits - 1)) - 1
+    w = np.rint(rng.normal(0, q / 3, shape)).clip(-q, q)
+    w.flat[0] = q
+    return w
+
+
+def mlp(sizes=(784, 512, 512, 10), seed=0, thresholds=None, bits=8) -> Graph:
+    """MLP of IF neurons; thresholds in integer units (input layer: payload units)."""
+    rng = np.random.default_rng(seed)
+    g = Graph({"dt": 1.0})
+    x = g.add("input", Input((sizes[0],)))
+    th = thresholds or [None] * (len(sizes) - 1)
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = _int_weights(rng, (b, a), bits)
+        x = g.add(f"fc{i}", Affine(w, np.zeros(b)), [x])
+        q = (1 << (bits - 1)) - 1
+        # float threshold: the first layer sees inputs in [0, 1] (payload/255)
+        t = th[i] if th[i] is not None else (q / 3 * np.sqrt(a) * (1.0 if i else 0.15))
+        x = g.add(f"if{i}", IF(v_threshold=t, reset_mode="soft"), [x])
+    g.add("output", Output((sizes[-1],)), [x])
+    return g
+
+
+VGG9_CHANNELS = (32, 32, "P", 64, 64, "P", 128, 128, 128, "P")
+
+
+def vgg9(seed=0, channels=VGG9_CHANNELS, hw=32, fc=256, classes=10, th_scale=1.0,
+         bits=4) -> Graph:
+    """A VGG9-shaped CIFAR-10 network: 7 conv (3x3, pad 1) + 2 FC, AvgPool 2x2 downsampling."""
+    rng = np.random.default_rng(seed)
+    q = (1 << (bits - 1)) - 1
+    g = Graph({"dt": 1.0})
+    x = g.add("input", Input((3, hw, hw)))
+    c_in, size, k = 3, hw, 0
+    for ch in channels:
+        if ch == "P":
+            x = g.add(f"pool{k}", AvgPool2d(2, 2), [x])
+            size //= 2
+            continue
+        k += 1
+        w = _int_weights(rng, (ch, c_in, 3, 3), bits)
+        x = g.add(f"conv{k}", Conv2d(w, np.zeros(ch), padding=1), [x])
+        base = q / 3 * np.sqrt(c_in * 9)
+        x = g.add(f"if{k}", IF(v_threshold=th_scale * base * (0.25 if k == 1 else 0.9)), [x])
+        c_in = ch
+    x = g.add("flat", Flatten(), [x])
+    n = c_in * size * size
+    x = g.add("fc1", Affine(_int_weights(rng, (fc, n), bits), np.zeros(fc)), [x])
+    x = g.add("if_fc1", IF(v_threshold=th_scale * q / 3 * np.sqrt(n) * 0.9), [x])
+    x = g.add("fc2", Affine(_int_weights(rng, (classes, fc), bits), np.zeros(classes)), [x])
+    x = g.add("out", IF(v_threshold=q / 3 * np.sqrt(fc)), [x])
+    g.add("output", Output((classes,)), [x])
+    return g
