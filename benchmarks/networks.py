@@ -68,3 +68,50 @@ def vgg9(seed=0, channels=VGG9_CHANNELS, hw=32, fc=256, classes=10, th_scale=1.0
     x = g.add("out", IF(v_threshold=q / 3 * np.sqrt(fc)), [x])
     g.add("output", Output((classes,)), [x])
     return g
+
+
+def calibrate_thresholds(graph: Graph, x: np.ndarray, target: float = 0.1, T: int = 8,
+                         input_scale: float = 255.0) -> Graph:
+    """Set each IF layer's threshold so it fires ~``target`` spikes per neuron per step.
+
+    One sweep in topological order on the lowered float graph: layer k's input currents are
+    computed from the (already calibrated) spike trains of its sources; for soft-reset IF the
+    rate is ~ mean positive drive / threshold, so threshold = E[max(mean_t z, 0)] / target.
+    Thresholds are rounded to integers in the layer's weight units (exact on the chip).
+    """
+    from compiler.ir.nodes import IF as IFNode
+    from compiler.passes import fold_bn, lower
+
+    low = lower(fold_bn(graph), input_scale=input_scale)
+    xs = np.asarray(x, np.float64).reshape(len(x), -1) * input_scale
+    acts = {low.input_name: np.broadcast_to(xs, (T,) + xs.shape)}
+    new_th = {}
+    for name in low.layers:
+        L = low.node(name)
+        z = np.zeros((T, len(xs), L.n))
+        for s, m in L.inputs:
+            z += np.stack([np.asarray((m.T @ acts[s][t].T).T) for t in range(T)])
+        z += L.bias
+        drive = np.maximum(z.mean(axis=0), 0).mean()
+        scale = 1.0 / input_scale if low.input_name in L.sources else 1.0
+        if np.all(np.isinf(L.neuron.v_threshold)) or name == low.output_layer:
+            th = max(1.0, drive / 0.3)
+        else:
+            th = max(1.0, drive / target)
+        th = max(1.0, np.rint(th / scale)) * scale if scale == 1.0 else th
+        new_th[name] = th
+        v = np.zeros((len(xs), L.n))
+        spk = np.zeros((T, len(xs), L.n))
+        for t in range(T):
+            v += z[t]
+            s_ = v >= th
+            v -= s_ * th
+            spk[t] = s_
+        acts[name] = spk
+    g = graph.derive()
+    for name in graph.topo_order():
+        node = graph.node(name)
+        if isinstance(node, IFNode) and name in new_th:
+            node = IFNode(v_threshold=new_th[name], reset_mode=node.reset_mode)
+        g.add(name, node, graph.inputs(name))
+    return g

@@ -8,6 +8,8 @@ The tick loop of one sample (chip.md 'Time' and 'Neuron'):
             contains tau updates its neurons: leak, integrate (saturating), fire, reset, floor;
             a spike sends one packet per route entry into slot (tau + delay) mod 16 of the
             destination core, or to the host (output counts).
+Weights are stored as one dense row per axon over its core's neurons (int8, SIMD-friendly:
+crossbar rows of unrolled conv tiles are ~60 % dense); logical SOPs count only nonzero weights.
 Axon buffers are kept as per-slot event lists (axon, payload): each route entry delivers at
 most once into a slot between two reads of it, so a list of (route entries + input entries)
 capacity per slot never overflows.
@@ -54,7 +56,7 @@ def _leak(v, mode, leak, shift, lo, hi):
 @njit(cache=True, nogil=True)
 def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
                 core_nb, core_ts, core_ev_cyc, core_fire_cyc,
-                ax_ptr, ax_nrn, ax_w, ax_sops1, ax_core, ax_graded,
+                ax_off, ax_nnz, wrow, ax_sops1, ax_core, ax_graded,
                 th_pos, th_neg, v_reset, v_init, bias, leak, shift, rmode, nmode, lmode,
                 neu_layer, rt_ptr, rt_gax, rt_delay, rt_hops, rt_xhops, rt_lptr, rt_links,
                 vlo, vhi, graded_bits, hop_cyc, xhop_cyc, slots,
@@ -64,6 +66,14 @@ def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
     n_in = in_ptr.size - 1
     C = core_ts.size
     N = V.size
+    sops = 0
+    sops1 = 0
+    packets = 0
+    hops_all = 0
+    xhops_all = 0
+    cycles = 0
+    in_events = 0
+    spikes = 0
     for n in range(N):
         V[n] = v_init[n]
         acc[n] = 0
@@ -81,20 +91,24 @@ def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
                         act_ax[sl, k] = in_gax[e]
                         act_p[sl, k] = p
                         act_n[sl] = k + 1
-                        stats[b, ST_IN_EVENTS] += 1
+                        in_events += 1
         for k in range(act_n[s]):
             a = act_ax[s, k]
-            p = np.int64(act_p[s, k])
+            p = np.int32(act_p[s, k])
             core_ev[ax_core[a]] += 1
-            lo = ax_ptr[a]
-            hi = ax_ptr[a + 1]
-            stats[b, ST_SOPS] += hi - lo
+            c = ax_core[a]
+            sops += ax_nnz[a]
             if ax_graded[a]:
-                stats[b, ST_SOPS1] += ax_sops1[a] * graded_bits
+                sops1 += ax_sops1[a] * graded_bits
             else:
-                stats[b, ST_SOPS1] += ax_sops1[a]
-            for j in range(lo, hi):
-                acc[ax_nrn[j]] += p * ax_w[j]
+                sops1 += ax_sops1[a]
+            base = core_nb[c]
+            n_row = core_nb[c + 1] - base
+            off = ax_off[a]
+            dst = acc[base:base + n_row]
+            row = wrow[off:off + n_row]
+            for j in range(n_row):          # same-width int32 ops: LLVM vectorizes this
+                dst[j] += p * np.int32(row[j])
         act_n[s] = 0
         busiest = 0
         drain = 0
@@ -106,7 +120,7 @@ def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
             pk = 0
             for n in range(core_nb[c], core_nb[c + 1]):
                 v = _leak(V[n], lmode[n], leak[n], shift[n], vlo, vhi)
-                v = _sat(v + acc[n] + bias[n], vlo, vhi)
+                v = _sat(v + np.int64(acc[n]) + bias[n], vlo, vhi)
                 acc[n] = 0
                 if v >= th_pos[n]:
                     if rmode[n] == 0:
@@ -114,7 +128,7 @@ def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
                     elif rmode[n] == 1:
                         v = v - th_pos[n]
                     layer_spk[b, neu_layer[n]] += 1
-                    stats[b, ST_SPIKES] += 1
+                    spikes += 1
                     if record:
                         cnt_all[b, n] += 1
                     for e in range(rt_ptr[n], rt_ptr[n + 1]):
@@ -130,8 +144,8 @@ def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
                         pk += 1
                         h = rt_hops[e]
                         xh = rt_xhops[e]
-                        stats[b, ST_HOPS] += h
-                        stats[b, ST_XHOPS] += xh
+                        hops_all += h
+                        xhops_all += xh
                         path = h * hop_cyc + xh * xhop_cyc
                         if path > drain:
                             drain = path
@@ -148,7 +162,7 @@ def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
             cyc = core_ev[c] * core_ev_cyc[c] + core_fire_cyc[c] + pk
             core_ev[c] = 0
             core_busy[b, c] += cyc
-            stats[b, ST_PACKETS] += pk
+            packets += pk
             if cyc > busiest:
                 busiest = cyc
         worst_link = 0
@@ -160,9 +174,17 @@ def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
         if worst_link > drain:
             drain = worst_link
         tick_cycles[b, tau] = busiest + drain
-        stats[b, ST_CYCLES] += busiest + drain
+        cycles += busiest + drain
     for s in range(slots):
         act_n[s] = 0
+    stats[b, ST_SOPS] += sops
+    stats[b, ST_SOPS1] += sops1
+    stats[b, ST_PACKETS] += packets
+    stats[b, ST_HOPS] += hops_all
+    stats[b, ST_XHOPS] += xhops_all
+    stats[b, ST_CYCLES] += cycles
+    stats[b, ST_IN_EVENTS] += in_events
+    stats[b, ST_SPIKES] += spikes
     for o in range(out_glob.size):
         v_out[b, o] = V[out_glob[o]]
     if record:
@@ -173,7 +195,7 @@ def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
 @njit(cache=True, nogil=True, parallel=True)
 def run_batch(payloads, T, L, workers, in_ptr, in_gax, in_delay,
               core_nb, core_ts, core_ev_cyc, core_fire_cyc,
-              ax_ptr, ax_nrn, ax_w, ax_sops1, ax_core, ax_graded,
+              ax_off, ax_nnz, wrow, ax_sops1, ax_core, ax_graded,
               th_pos, th_neg, v_reset, v_init, bias, leak, shift, rmode, nmode, lmode,
               neu_layer, rt_ptr, rt_gax, rt_delay, rt_hops, rt_xhops, rt_lptr, rt_links,
               vlo, vhi, graded_bits, hop_cyc, xhop_cyc, slots, cap, n_links,
@@ -188,7 +210,7 @@ def run_batch(payloads, T, L, workers, in_ptr, in_gax, in_delay,
         act_p = np.empty((slots, cap), np.uint8)
         act_n = np.zeros(slots, np.int64)
         V = np.empty(N, np.int64)
-        acc = np.zeros(N, np.int64)
+        acc = np.zeros(N, np.int32)
         core_ev = np.zeros(C, np.int64)
         core_pk = np.zeros(C, np.int64)
         link_tick = np.zeros(max(n_links, 1), np.int64)
@@ -196,7 +218,7 @@ def run_batch(payloads, T, L, workers, in_ptr, in_gax, in_delay,
         for b in range(w, B, workers):
             _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
                         core_nb, core_ts, core_ev_cyc, core_fire_cyc,
-                        ax_ptr, ax_nrn, ax_w, ax_sops1, ax_core, ax_graded,
+                        ax_off, ax_nnz, wrow, ax_sops1, ax_core, ax_graded,
                         th_pos, th_neg, v_reset, v_init, bias, leak, shift, rmode, nmode, lmode,
                         neu_layer, rt_ptr, rt_gax, rt_delay, rt_hops, rt_xhops, rt_lptr,
                         rt_links, vlo, vhi, graded_bits, hop_cyc, xhop_cyc, slots,

@@ -39,9 +39,9 @@ class Tables:
     core_ts: np.ndarray
     core_ev_cyc: np.ndarray
     core_fire_cyc: np.ndarray
-    ax_ptr: np.ndarray
-    ax_nrn: np.ndarray
-    ax_w: np.ndarray
+    ax_off: np.ndarray         # offset of each axon's dense row in wrow
+    ax_nnz: np.ndarray         # nonzero weights per axon (logical SOPs per event)
+    wrow: np.ndarray           # int8 dense rows (axon x core neurons), core by core
     ax_sops1: np.ndarray
     ax_core: np.ndarray
     ax_graded: np.ndarray      # bool
@@ -66,8 +66,24 @@ def _i64(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
+def dense_rows(image: ChipImage) -> tuple[np.ndarray, np.ndarray]:
+    """(row offsets [A], int8 rows): axon a's weights over its core's neurons."""
+    a = image.a
+    nb_ = a["core_neuron_base"].astype(np.int64)
+    ab = a["core_axon_base"].astype(np.int64)
+    n_per, a_per = np.diff(nb_), np.diff(ab)
+    core_off = np.concatenate([[0], np.cumsum(n_per * a_per)])
+    rows = np.empty(int(core_off[-1]), np.int8)
+    for c in range(image.n_cores):
+        rows[core_off[c]:core_off[c + 1]] = image.weights(c).reshape(-1)
+    ax_off = core_off[image.core_of_axon] + (np.arange(image.n_axons) - ab[image.core_of_axon]) * \
+        n_per[image.core_of_axon]
+    return ax_off.astype(np.int64), rows
+
+
 def tables(image: ChipImage, weights_override=None) -> Tables:
-    """Build (or fetch the cached) kernel tables; ``weights_override`` replaces ax_w (noise)."""
+    """Build (or fetch the cached) kernel tables; ``weights_override`` replaces the dense
+    weight rows (same layout as :func:`dense_rows`, used by noise models)."""
     cached = getattr(image, "_tables", None)
     if cached is not None and weights_override is None:
         return cached
@@ -79,6 +95,7 @@ def tables(image: ChipImage, weights_override=None) -> Tables:
     ev = spec.event_cycles + (cols + spec.cols_per_cycle - 1) // spec.cols_per_cycle
     fire = (n_per + spec.neurons_per_cycle - 1) // spec.neurons_per_cycle
     ax_ptr, ax_nrn, ax_w = image.axon_table
+    ax_off, wrow = dense_rows(image)
     # one-bit SOPs per event: set bits of the stored w-bit pattern
     core_of_nz = image.core_of_neuron[ax_nrn] if ax_nrn.size else np.zeros(0, np.int64)
     wbits = w[core_of_nz] if ax_nrn.size else np.zeros(0, np.int64)
@@ -111,8 +128,9 @@ def tables(image: ChipImage, weights_override=None) -> Tables:
     t = Tables(
         in_ptr=_i64(a["in_route_base"]), in_gax=_i64(image.in_gaxon),
         in_delay=_i64(a["in_rt_delay"]), core_nb=nb_, core_ts=_i64(a["core_tick_start"]),
-        core_ev_cyc=_i64(ev), core_fire_cyc=_i64(fire), ax_ptr=_i64(ax_ptr),
-        ax_nrn=_i64(ax_nrn), ax_w=_i64(ax_w if weights_override is None else weights_override),
+        core_ev_cyc=_i64(ev), core_fire_cyc=_i64(fire), ax_off=ax_off,
+        ax_nnz=_i64(np.diff(ax_ptr)),
+        wrow=np.ascontiguousarray(wrow if weights_override is None else weights_override),
         ax_sops1=ax_sops1, ax_core=_i64(image.core_of_axon), ax_graded=graded, regs=regs,
         neu_layer=_i64(a["core_layer"][image.core_of_neuron]), rt_ptr=rb, rt_gax=_i64(gax),
         rt_delay=_i64(a["rt_delay"]), rt_hops=_i64(np.where(host, 0, hops)),
@@ -254,7 +272,7 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
         kernels.run_batch(
             chunk, T, L, min(workers, bsz), tb.in_ptr, tb.in_gax, tb.in_delay,
             tb.core_nb, tb.core_ts, tb.core_ev_cyc, tb.core_fire_cyc,
-            tb.ax_ptr, tb.ax_nrn, tb.ax_w, tb.ax_sops1, tb.ax_core, tb.ax_graded,
+            tb.ax_off, tb.ax_nnz, tb.wrow, tb.ax_sops1, tb.ax_core, tb.ax_graded,
             *tb.regs, tb.neu_layer, tb.rt_ptr, tb.rt_gax, tb.rt_delay, tb.rt_hops, tb.rt_xhops,
             tb.rt_lptr, tb.rt_links, vlo, vhi, spec.payload_bits, spec.hop_cycles,
             spec.interchip_hop_cycles, spec.axon_slots, tb.cap, tb.n_links,

@@ -105,7 +105,9 @@ def emit(graph: Graph, spec: ChipSpec, source: dict | None = None,
         m, _, _ = stacks[c.layer]
         offs = np.concatenate([[0], np.cumsum([mm.shape[0] for _, mm in layer.inputs])])
         rows = offs[c.axon_src] + c.axon_idx
-        wmat = m[rows][:, c.neurons].toarray() if c.n_axons else np.zeros((0, c.n_neurons))
+        # column slice on the CSC stack first (cheap), then rows of the small result
+        wmat = (m[:, c.neurons].tocsr()[rows].toarray() if c.n_axons
+                else np.zeros((0, c.n_neurons)))
         packed = pack_crossbar(wmat, c.w, c.lcn, spec)
         xbar.append(packed.reshape(-1))
         xbar_rows.append(packed.shape[0])
