@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -12,6 +13,42 @@ from compiler.cliutil import debug_option, echo_json, run_cli
 from compiler.errors import SnnError
 
 ENCODINGS = ["direct", "rate", "phase", "latency", "latency-log"]
+
+
+@dataclass
+class RunContext:
+    """Everything a snnrun mode (plain run, noise sweep, attack) needs; params = all options."""
+
+    image: object
+    image_path: str
+    dataset: object
+    timesteps: int
+    encoding: str
+    seed: int
+    batch: int
+    workers: int | None
+    as_json: bool
+    report_dir: str | None
+    plots: bool
+    params: dict = field(default_factory=dict)
+
+
+def parse_list(text: str | None, what: str) -> list[float]:
+    """'0.1,0.2' or '2/255,8/255' -> floats; clear error on junk."""
+    if not text:
+        return []
+    out = []
+    for tok in text.split(","):
+        tok = tok.strip()
+        try:
+            if "/" in tok:
+                a, b = tok.split("/")
+                out.append(float(a) / float(b))
+            else:
+                out.append(float(tok))
+        except (ValueError, ZeroDivisionError) as e:
+            raise click.BadParameter(f"{what}: '{tok}' is not a number or a fraction like 8/255") from e
+    return out
 
 
 def check_bit_exact(image, payloads, result) -> tuple[bool, dict | None]:
@@ -52,10 +89,40 @@ def check_bit_exact(image, payloads, result) -> tuple[bool, dict | None]:
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Write report.json, report.md (and figures with --plots) to DIR.")
 @click.option("--plots", is_flag=True, help="Draw figures into the --report directory.")
+# --- device non-idealities (docs/robustness.md) ---
+@click.option("--mismatch", default=None, help="Relative mismatch levels, e.g. 0.1,0.2,0.3.")
+@click.option("--mismatch-domain", type=click.Choice(["analog", "digital"]), default="digital",
+              show_default=True, help="Real-valued weights (analog) or re-quantized (digital).")
+@click.option("--mismatch-on", default="weights", show_default=True,
+              help="Comma list of weights,thresholds,leak.")
+@click.option("--pcm-time", default=None, help="PCM inference times, e.g. 1s,1h,1d,1y.")
+@click.option("--no-gdc", is_flag=True, help="PCM without global drift compensation.")
+@click.option("--bitflip", default=None, help="SRAM bit-flip rates, e.g. 1e-5,1e-4,1e-3.")
+@click.option("--bitflip-registers", is_flag=True, help="Also flip neuron register bits.")
+@click.option("--stuck-at", default=None, help="Stuck-at cell rates (half 0, half 1).")
+@click.option("--dead-cores", default=None, help="Numbers of dead cores, e.g. 1,2,4.")
+@click.option("--samples", default=20, show_default=True, help="Chip instances per level.")
+@click.option("--worst-case", default=None, help="Adversarial weight levels zeta (PGA).")
+@click.option("--landscape", is_flag=True, help="Weight-loss landscape and flatness.")
+@click.option("--certify", default=None, help="IBP certification at weight levels zeta.")
+# --- adversarial inputs (docs/attacks.md) ---
+@click.option("--attack", type=click.Choice(["fgsm", "pgd", "sda"]), default=None)
+@click.option("--eps", default=None, help="Attack strengths, e.g. 2/255,8/255,16/255.")
+@click.option("--surrogate", type=click.Choice(["pdsg", "sigmoid", "atan", "triangle"]),
+              default="atan", show_default=True)
+@click.option("--source", default=None, help="Float source model for transfer attacks.")
+@click.option("--steps", default=10, show_default=True, help="PGD steps.")
+@click.option("--alpha", default=None, type=float, help="PGD step size (default eps/4).")
+@click.option("--eot", default=1, show_default=True, help="EOT samples for stochastic encodings.")
 @debug_option
 def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, check, as_json,
-             save_predictions, report_dir, plots, debug):
-    """Run IMAGE (chip.bin) on DATA with the cycle-level chip runtime."""
+             save_predictions, report_dir, plots, debug, **params):
+    """Run IMAGE (chip.bin) on DATA with the cycle-level chip runtime.
+
+    With --mismatch/--pcm-time/--bitflip/--stuck-at/--dead-cores/--worst-case/--landscape/
+    --certify it evaluates device non-idealities over chip instances; with --attack it attacks
+    the deployed network. Otherwise it runs, reports and (--check) verifies bit-exactness.
+    """
     from frontends.datasets import load_dataset
     from runtime import encoding as enc
     from runtime.image import load
@@ -72,6 +139,18 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     name = encoding or img.meta["encoding"]
     if T < 1:
         raise SnnError(f"--timesteps must be >= 1, got {T}")
+    if plots and not report_dir and not (params.get("attack") or _noise_mode(params)):
+        raise click.UsageError("--plots needs --report DIR")
+    ctx = RunContext(img, image, ds, T, name, seed, batch, workers, as_json, report_dir, plots,
+                     params)
+    if params.get("attack"):
+        from runtime.attacks import main_attack
+        main_attack(ctx)
+        return
+    if _noise_mode(params):
+        from runtime.sweep import main_noise
+        main_noise(ctx)
+        return
     payloads = enc.encode(name, ds.x.reshape(len(ds.x), -1), T, seed=seed)
     progress = (not as_json) and len(ds.x) * T * max(img.n_neurons, 1) > 5e6 and sys.stderr.isatty()
     res = run_payloads(img, payloads, batch=batch, workers=workers, record=check,
@@ -88,8 +167,6 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
         np.save(save_predictions, res.predictions)
     if report_dir:
         write_report(report_dir, summary, res, img, plots=plots)
-    elif plots:
-        raise click.UsageError("--plots needs --report DIR")
     if as_json:
         echo_json(summary)
     else:
@@ -100,6 +177,11 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
         click.echo(f"snnrun: error: runtime diverges from the reference: "
                    f"{summary['first_divergence']}", err=True)
         sys.exit(4)
+
+
+def _noise_mode(params: dict) -> bool:
+    return any(params.get(k) for k in ("mismatch", "pcm_time", "bitflip", "stuck_at",
+                                       "dead_cores", "worst_case", "landscape", "certify"))
 
 
 SUBCOMMANDS: dict = {}

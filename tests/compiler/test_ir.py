@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
+from factories import make_convnet, make_mlp
 
 from compiler.errors import IRVerificationError
 from compiler.ir import IF, Affine, Conv2d, Graph, Input, Output, dump, verify
 from compiler.ir.linear import infer_shapes, op_matrix
-from factories import make_convnet, make_mlp
 
 
 def test_node_arrays_are_frozen():

@@ -4,15 +4,24 @@ import dataclasses
 
 import numpy as np
 import pytest
+from factories import make_convnet, make_mlp
 
 from compiler import compile_model, reference
 from compiler.chip import PICORE64
 from compiler.errors import CapacityError, PassError, QuantizationError
 from compiler.ir import BatchNorm, Conv2d, Graph, verify
-from compiler.passes import (PIPELINE, fold_bn, fold_thresholds, lower, partition, place,
-                             quantize, route, run_pipeline)
+from compiler.passes import (
+    PIPELINE,
+    fold_bn,
+    fold_thresholds,
+    lower,
+    partition,
+    place,
+    quantize,
+    route,
+    run_pipeline,
+)
 from compiler.passes.calibrate import direct_payloads
-from factories import make_convnet, make_mlp
 
 TINY = dataclasses.replace(PICORE64, name="tiny", mesh_x=2, mesh_y=2, xbar_rows=64,
                            xbar_cols=128, max_chips=16)

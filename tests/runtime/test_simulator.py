@@ -5,13 +5,14 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from factories import random_net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler import compile_model, reference
 from compiler.chip import PICORE64
 from compiler.errors import SimulationError
-from compiler.ir import IF, LIF, Add, Affine, AvgPool2d, Conv2d, Flatten, Graph, Input, Output
+from compiler.ir import IF, Affine, Graph, Input, Output
 from runtime.image import from_sections
 from runtime.simulator import run_payloads
 
@@ -44,57 +45,6 @@ def assert_bit_exact(img, payloads, prog=None):
             for reg in a.regs.NAMES:
                 np.testing.assert_array_equal(getattr(a.regs, reg), getattr(b.regs, reg))
     return r
-
-
-@st.composite
-def random_net(draw):
-    seed = draw(st.integers(0, 2**16))
-    rng = np.random.default_rng(seed)
-    conv = draw(st.booleans())
-    g = Graph()
-    x = g.add("input", Input((2, 6, 5) if conv else (draw(st.integers(3, 40)),)))
-
-    def neuron(name, src):
-        kind = draw(st.sampled_from(["if", "lif", "lif_mult"]))
-        reset = draw(st.sampled_from(["soft", "hard", "none"]))
-        th = float(rng.uniform(0.3, 1.5))
-        floor = draw(st.sampled_from([None, 0.5]))
-        kw = dict(v_threshold=th, reset_mode=reset, neg_floor=floor,
-                  v_init=float(rng.uniform(0, th / 2)), v_reset=0.0)
-        if kind == "if":
-            node = IF(**kw)
-        else:
-            node = LIF(beta=0.75 if kind == "lif" else 0.9, **kw)
-        return g.add(name, node, [src])
-
-    if conv:
-        c1 = draw(st.integers(1, 5))
-        x = g.add("c1", Conv2d(rng.normal(0, 1, (c1, 2, 3, 2)), rng.normal(0, .1, c1),
-                               stride=(1, 2), padding=(1, 1)), [x])
-        h = x = neuron("n1", x)
-        x = g.add("c2", Conv2d(rng.normal(0, 1, (3, c1, 2, 2)), rng.normal(0, .1, 3)), [x])
-        x = neuron("n2", x)
-        if draw(st.booleans()):
-            y = g.add("c3", Conv2d(rng.normal(0, 1, (3, 3, 3, 3)), np.zeros(3), padding=1), [x])
-            s = g.add("p", AvgPool2d((2, 1), (1, 1)), [h])
-            s = g.add("c4", Conv2d(rng.normal(0, 1, (3, c1, 1, 2)), np.zeros(3)), [s])
-            x = g.add("add", Add(), [y, s])
-            x = neuron("n3", x)
-        x = g.add("flat", Flatten(), [x])
-        n_in = None
-    else:
-        n_in = g.node("input").input_type[0]
-    depth = draw(st.integers(1, 3))
-    for i in range(depth):
-        from compiler.ir.linear import infer_shapes
-        n_in = int(np.prod(infer_shapes(g)[x]))
-        n_out = draw(st.integers(2, 30))
-        x = g.add(f"fc{i}", Affine(rng.normal(0, 2 / np.sqrt(n_in), (n_out, n_in)),
-                                   rng.normal(0, .1, n_out)), [x])
-        if i < depth - 1 or draw(st.booleans()):
-            x = neuron(f"f{i}", x)
-    g.add("output", Output(), [x])
-    return g, seed
 
 
 @given(net=random_net(), bits=st.sampled_from([1, 2, 4, 8]), per_channel=st.booleans(),
