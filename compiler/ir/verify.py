@@ -168,10 +168,9 @@ def _verify_routes(graph: Graph, spec: ChipSpec, fail, sizes) -> None:
         fail("<graph>", "no routes (route)")
     cores = graph.attrs["cores"]
     per_core = np.zeros(len(cores), np.int64)
-    owner = {}
+    owner = {n: np.zeros(graph.node(n).n, np.int64) for n in graph.layers}
     for ci, c in enumerate(cores):
-        for j, nidx in enumerate(c.neurons):
-            owner[(c.layer, int(nidx))] = ci
+        owner[c.layer][c.neurons] = ci
     for pop, pr in routes.pops.items():
         if pr.indptr.size != sizes[pop] + 1:
             fail(pop, "route table does not cover every element")
@@ -179,9 +178,7 @@ def _verify_routes(graph: Graph, spec: ChipSpec, fail, sizes) -> None:
             fail(pop, f"route delay outside 1..{spec.max_delay}")
         if pop == graph.input_name:
             continue
-        cnt = np.diff(pr.indptr)
-        for nidx in np.nonzero(cnt)[0]:
-            per_core[owner[(pop, int(nidx))]] += cnt[nidx]
+        np.add.at(per_core, owner[pop], np.diff(pr.indptr))
     for ci in np.nonzero(per_core > spec.route_entries)[0]:
         fail(f"{cores[ci].layer} (core {ci})",
              f"{per_core[ci]} route entries > limit {spec.route_entries}")
@@ -197,7 +194,9 @@ def _verify_routes(graph: Graph, spec: ChipSpec, fail, sizes) -> None:
         for s_i, src in enumerate(layer.sources):
             sel = np.nonzero(core.axon_src == s_i)[0]
             want = (core.axon_idx[sel].astype(np.int64) * ncore + (ci + 1)) * amax + sel
-            missing = ~np.isin(want, have.get(src, np.empty(0, np.int64)))
+            ref = have.get(src, np.empty(0, np.int64))
+            pos = np.minimum(np.searchsorted(ref, want), max(ref.size - 1, 0))
+            missing = (ref[pos] != want) if ref.size else np.ones(want.size, bool)
             if missing.any():
                 a = int(sel[np.argmax(missing)])
                 fail(core.layer, f"core {ci} axon {a} has no route from "

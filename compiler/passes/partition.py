@@ -141,6 +141,8 @@ def partition(graph: Graph, spec: ChipSpec, max_lcn: int | None = None, **_) -> 
             cap_n = spec.neurons_per_core(layer.bits, lcn)
             if widest > cap_a or cap_n < 1:
                 continue
+            if best is not None and len(best[1]) <= math.ceil(layer.n / cap_n):
+                break   # more LCN only lowers neurons per core: it cannot beat this tiling
             tiles = _tile(m, _groups(layer, cap_n), cap_n, cap_a, entries, spec.route_entries)
             if tiles is not None and (best is None or len(tiles) < len(best[1])):
                 best = (lcn, tiles)
