@@ -1,11 +1,16 @@
 """Shared builders for frontend tests: small seeded torch SNNs, IR graphs and a numpy evaluator.
 
+Test modules reach the plain helpers through the ``helpers`` fixture (never ``import conftest``,
+which is ambiguous once several test folders have a conftest.py).
+
 The evaluator runs an *imported* (operator) graph step by step: synapse operators through
 ``compiler.ir.linear.op_matrix`` (the compiler's own definition of each operator) and neurons
 through an obviously-correct numpy loop of the documented semantics (compiler/ir/nodes.py).
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -167,13 +172,14 @@ def make_ir_graph(seed: int = 0) -> Graph:
                               stride=(2, 1), padding=(1, 0)), [x])
     x = g.add("bn1", BatchNorm(rng.uniform(0.5, 1.5, 4), rng.normal(0, 0.1, 4),
                                rng.normal(0, 0.1, 4), rng.uniform(0.5, 1.5, 4), eps=1e-3), [x])
+    # eps=1e-3 and neg_floor=0.3 are not float32 numbers: the ONNX form must keep them exact
     x = g.add("lif1", LIF(v_threshold=rng.uniform(0.5, 1.0, 4), beta=np.full(4, 0.9),
-                          v_init=0.25, reset_mode="hard", v_reset=-0.1, neg_floor=1.0), [x])
+                          v_init=0.25, reset_mode="hard", v_reset=-0.1, neg_floor=0.3), [x])
     h = x
     x = g.add("scale_c", Scale(rng.uniform(0.5, 2.0, 4)), [x])
     x = g.add("conv2", Conv2d(rng.normal(0, 0.5, (4, 2, 3, 3)), np.zeros(4), padding=1,
                               dilation=1, groups=2), [x])
-    x = g.add("add", Add(), [x, h, h])
+    x = g.add("add", Add(), [x, h, "scale_c"])
     x = g.add("if2", IF(v_threshold=0.7), [x])
     a = g.add("pool", AvgPool2d(2, 2), [x])
     b = g.add("spool", SumPool2d((2, 2), (2, 2), (1, 1)), [x])
@@ -191,3 +197,10 @@ def make_ir_graph(seed: int = 0) -> Graph:
 @pytest.fixture
 def ir_graph() -> Graph:
     return make_ir_graph()
+
+
+@pytest.fixture
+def helpers() -> SimpleNamespace:
+    """neuron_step, eval_graph, ResidualNet, loud, randomize_bn, make_ir_graph."""
+    return SimpleNamespace(neuron_step=neuron_step, eval_graph=eval_graph, ResidualNet=ResidualNet,
+                           loud=loud, randomize_bn=randomize_bn, make_ir_graph=make_ir_graph)

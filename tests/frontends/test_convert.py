@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ResidualNet, eval_graph, loud, randomize_bn
 from torch import nn
 
-from compiler.errors import FrontendError, SnnError, UnsupportedOpError
+from compiler.errors import FrontendError, UnsupportedOpError
 from compiler.ir import (
     IF,
     LIF,
@@ -42,9 +41,9 @@ def _torch_run(model, x_seq):
             out.shape[1], -1).numpy()
 
 
-def _assert_equivalent(model, g, x_seq):
+def _assert_equivalent(model, g, x_seq, helpers):
     s_t, v_t = _torch_run(model, x_seq)
-    s_g, v_g = eval_graph(g, x_seq)
+    s_g, v_g = helpers.eval_graph(g, x_seq)
     np.testing.assert_array_equal(s_t, s_g)
     np.testing.assert_allclose(v_t, v_g, rtol=1e-9, atol=1e-9)
     assert s_t.sum() > 0
@@ -71,29 +70,29 @@ def test_residual_net_structure(residual_net):
     assert g.attrs["dt"] == 1.0 and g.node("sn1").dt == 1.0
 
 
-def test_residual_net_equivalent(residual_net):
+def test_residual_net_equivalent(residual_net, helpers):
     g = to_graph(residual_net, (2, 8, 8))
     x = np.random.default_rng(0).random((6, 3, 2, 8, 8))
-    _assert_equivalent(residual_net, g, x)
+    _assert_equivalent(residual_net, g, x, helpers)
 
 
-def test_lif_and_leak_hints():
+def test_lif_and_leak_hints(helpers):
     torch.manual_seed(0)
-    model = randomize_bn(ResidualNet(lif=True)).double()
+    model = helpers.randomize_bn(helpers.ResidualNet(lif=True)).double()
     model.sn1.leak = "mult"
     g = to_graph(model, (2, 8, 8))
     assert isinstance(g.node("sn1"), LIF) and float(g.node("sn1").beta) == 0.75
     assert g.attrs["leak_hints"] == {"sn1": "mult"}
-    _assert_equivalent(model, g, np.random.default_rng(1).random((5, 2, 2, 8, 8)))
+    _assert_equivalent(model, g, np.random.default_rng(1).random((5, 2, 2, 8, 8)), helpers)
 
 
-def test_sequential_names_and_equivalence(seq_net):
+def test_sequential_names_and_equivalence(seq_net, helpers):
     g = to_graph(seq_net, (1, 8, 8))
     assert [n for n in g.topo_order()] == ["input"] + [str(i) for i in range(9)] + ["output"]
     nested = nn.Sequential(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)), native.IF())
     g2 = to_graph(nested, (1, 8, 8))
     assert set(g2.topo_order()) == {"input", "0_0", "0_1", "1", "output"}
-    _assert_equivalent(seq_net, g, np.random.default_rng(2).random((4, 3, 1, 8, 8)))
+    _assert_equivalent(seq_net, g, np.random.default_rng(2).random((4, 3, 1, 8, 8)), helpers)
 
 
 class _Functional(nn.Module):
@@ -121,20 +120,20 @@ class _Functional(nn.Module):
 
 
 @pytest.mark.parametrize("flatten", ["view", "method", "reshape", "function"])
-def test_functional_ops(flatten):
+def test_functional_ops(flatten, helpers):
     torch.manual_seed(0)
-    model = loud(randomize_bn(_Functional(flatten)).double(), 2.0)
+    model = helpers.loud(helpers.randomize_bn(_Functional(flatten)).double(), 2.0)
     model.out.v_threshold.fill_(0.25)
     g = to_graph(model, (1, 8, 8))
     kinds = set(_kinds(g).values())
     assert {Scale, Flatten, BatchNorm, Linear} <= kinds
     assert "id" not in g
-    _assert_equivalent(model, g, np.random.default_rng(3).random((4, 2, 1, 8, 8)))
+    _assert_equivalent(model, g, np.random.default_rng(3).random((4, 2, 1, 8, 8)), helpers)
 
 
-def test_grouped_dilated_conv_equivalent():
+def test_grouped_dilated_conv_equivalent(helpers):
     torch.manual_seed(0)
-    model = loud(nn.Sequential(
+    model = helpers.loud(nn.Sequential(
         nn.Conv2d(2, 4, 3, padding=2, dilation=2, groups=2), native.IF(v_threshold=0.3),
         nn.Conv2d(4, 4, (1, 3), stride=(1, 2), groups=4), native.IF(v_threshold=0.3),
         nn.Flatten(), nn.Linear(48, 2), native.IF(v_threshold=0.2)).double())
@@ -142,15 +141,16 @@ def test_grouped_dilated_conv_equivalent():
         model[5].weight.abs_()       # make the output layer fire
     g = to_graph(model, (2, 6, 6))
     assert g.node("0").groups == 2 and g.node("0").dilation == (2, 2)
-    _assert_equivalent(model, g, np.random.default_rng(4).random((4, 2, 2, 6, 6)))
+    _assert_equivalent(model, g, np.random.default_rng(4).random((4, 2, 2, 6, 6)), helpers)
 
 
 def test_linear_on_unflattened_input_is_rejected():
     # nn.Linear on (B, 4, 36) acts on the last dim; the IR's Affine flattens everything
     model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), native.IF(), nn.Flatten(2),
                           nn.Linear(36, 2))
-    with pytest.raises(SnnError, match="'3'"):
+    with pytest.raises(FrontendError, match="'3'") as e:
         to_graph(model, (2, 6, 6))
+    assert "nn.Flatten()" in e.value.hint
 
 
 def test_unsupported_module_names_node():
@@ -216,3 +216,21 @@ def test_load_model_dispatch(seq_net, tmp_path):
         load_model(tmp_path / "model.h5")
     with pytest.raises(FrontendError):
         load_model(42)
+
+
+def test_self_add_becomes_scale(helpers):
+    class Double(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+            self.sn = native.IF(v_threshold=0.5)
+
+        def forward(self, x):
+            h = self.fc(x)
+            return self.sn(h + h)       # one edge cannot carry two operands
+
+    torch.manual_seed(0)
+    model = Double().double()
+    g = to_graph(model, (3,))
+    assert isinstance(g.node("add"), Scale) and float(g.node("add").scale) == 2.0
+    _assert_equivalent(model, g, np.random.default_rng(5).random((6, 2, 3)) + 0.5, helpers)

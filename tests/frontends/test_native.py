@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import neuron_step
 from torch import nn
 
 from frontends import native
@@ -32,11 +31,11 @@ def _run_module(mod, z):
     return np.stack(spikes), np.stack(vs)
 
 
-def _run_numpy(z, th, beta=None, v_init=0.0, **kw):
+def _run_numpy(step, z, th, beta=None, v_init=0.0, **kw):
     v = np.broadcast_to(v_init, z.shape[1:]).astype(np.float64)
     spikes, vs = [], []
     for t in range(z.shape[0]):
-        v, s = neuron_step(v, z[t], th, beta=beta, **kw)
+        v, s = step(v, z[t], th, beta=beta, **kw)
         spikes.append(s)
         vs.append(v)
     return np.stack(spikes), np.stack(vs)
@@ -44,7 +43,7 @@ def _run_numpy(z, th, beta=None, v_init=0.0, **kw):
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 @pytest.mark.parametrize("lif", [False, True], ids=["IF", "LIF"])
-def test_forward_matches_numpy_loop(cfg, lif):
+def test_forward_matches_numpy_loop(cfg, lif, helpers):
     rng = np.random.default_rng(0)
     z = rng.normal(0.3, 0.8, (12, 5, 7))
     th, v_init = 0.75, 0.125          # dyadic: exact in the float32 buffers
@@ -54,20 +53,21 @@ def test_forward_matches_numpy_loop(cfg, lif):
         mod = native.IF(v_threshold=th, v_init=v_init, **cfg).double()
     kw = {k: v for k, v in cfg.items()}
     s_t, v_t = _run_module(mod, z)
-    s_n, v_n = _run_numpy(z, th, beta=0.875 if lif else None, v_init=v_init, **kw)
+    s_n, v_n = _run_numpy(helpers.neuron_step, z, th, beta=0.875 if lif else None,
+                          v_init=v_init, **kw)
     np.testing.assert_array_equal(s_t, s_n)
     np.testing.assert_array_equal(v_t, v_n)
     assert s_t.sum() > 0 and (s_t == 0).sum() > 0   # the test exercises both branches
 
 
-def test_per_channel_threshold_and_beta():
+def test_per_channel_threshold_and_beta(helpers):
     rng = np.random.default_rng(1)
     z = rng.normal(0.2, 0.6, (6, 2, 3, 2, 2))
     th = np.array([0.5, 1.0, 1.5]).reshape(3, 1, 1)
     beta = np.array([0.5, 0.75, 1.0]).reshape(3, 1, 1)
     mod = native.LIF(beta=torch.tensor(beta), v_threshold=torch.tensor(th)).double()
     s_t, v_t = _run_module(mod, z)
-    s_n, v_n = _run_numpy(z, th, beta=beta)
+    s_n, v_n = _run_numpy(helpers.neuron_step, z, th, beta=beta)
     np.testing.assert_array_equal(s_t, s_n)
     np.testing.assert_array_equal(v_t, v_n)
 

@@ -1,0 +1,64 @@
+"""Frontends: models in (nn.Module, .onnx, .nir) -> the graph IR at stage 'imported'.
+
+``load_model`` is the one entry point the compiler and the CLIs use; it dispatches on the type
+of its argument or the file extension. Pickled PyTorch files are never loaded (unpickling runs
+arbitrary code): export them to ONNX first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from compiler.errors import FrontendError
+from compiler.ir.graph import Graph
+
+MODEL_SUFFIXES = (".onnx", ".nir")
+
+
+def load_model(path_or_module, input_shape=None) -> Graph:
+    """Import a model as a float operator graph (stage 'imported').
+
+    Args:
+        path_or_module: an ``nn.Module`` (native SNN), an existing ``Graph`` (returned as is), or
+            a path to a ``.onnx`` file (``.nir`` is reserved for the NIR importer).
+        input_shape: one sample's shape (C, H, W); required for modules, optional for ONNX
+            files that leave input dims symbolic.
+    Returns:
+        The imported Graph.
+    Raises:
+        FrontendError: missing file, unknown or refused format (e.g. pickled .pt files).
+        UnsupportedOpError: an operator with no IR equivalent (names the node).
+    """
+    if isinstance(path_or_module, Graph):
+        return path_or_module
+    try:
+        from torch import nn
+    except ImportError:  # pragma: no cover - torch is a dependency
+        nn = None
+    if nn is not None and isinstance(path_or_module, nn.Module):
+        from frontends.native.convert import to_graph
+        return to_graph(path_or_module, input_shape)
+    if not isinstance(path_or_module, (str, Path)):
+        raise FrontendError(f"cannot load a model from a {type(path_or_module).__name__}",
+                            "pass an nn.Module, a Graph or a path to a .onnx file")
+    path = Path(path_or_module)
+    suffix = path.suffix.lower()
+    if suffix in (".pt", ".pth", ".ckpt", ".pkl"):
+        raise FrontendError(f"{path}: pickled PyTorch files are not loaded (unpickling can run "
+                            "arbitrary code)",
+                            "load the module in your own code and pass it to load_model, or "
+                            "export it: frontends.onnx_io.export_onnx(model, 'model.onnx', "
+                            "input_shape=(C, H, W))")
+    if suffix not in MODEL_SUFFIXES:
+        raise FrontendError(f"{path}: unknown model format '{suffix or '(no extension)'}'",
+                            f"supported files: {', '.join(MODEL_SUFFIXES)}")
+    if not path.is_file():
+        raise FrontendError(f"model file {path} not found", "check the path")
+    if suffix == ".onnx":
+        from frontends.onnx_io import import_onnx
+        return import_onnx(path, input_shape=input_shape)
+    raise FrontendError(f"{path}: NIR import not available yet",
+                        "export the model to ONNX (frontends.onnx_io.export_onnx) meanwhile")
+
+
+__all__ = ["load_model"]
