@@ -30,11 +30,8 @@ def load_calib(spec: str | None, limit: int) -> np.ndarray | None:
     """--calib digits | FILE.npz -> calibration images [N, C, H, W] in [0, 1]."""
     if not spec:
         return None
-    from frontends.datasets import load_dataset
-    if spec.endswith(".npz"):
-        spec = f"npz:{spec}"
-    split = "train" if spec in ("digits",) or spec.split(":")[0] in ("mnist", "cifar10") else "all"
-    return load_dataset(spec, split=split, limit=limit).x
+    from frontends.datasets import calibration_arrays
+    return calibration_arrays(spec, limit)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -28,6 +28,10 @@ class Graph:
     def add(self, name: str, node: Node, inputs: Iterable[str] = ()) -> str:
         if name in self._g:
             raise ValueError(f"duplicate node name '{name}'")
+        inputs = list(inputs)
+        if len(set(inputs)) != len(inputs):
+            # a DiGraph holds one edge per pair: x + x must be expressed as Scale(2)
+            raise ValueError(f"node '{name}': repeated input in {inputs} (use a Scale node)")
         self._g.add_node(name, node=node, order=self._g.number_of_nodes())
         for i, src in enumerate(inputs):
             if src not in self._g:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import OrderedDict
 import time
 from pathlib import Path
 
@@ -34,14 +35,15 @@ HERE = Path(__file__).resolve().parent
 
 
 def build_model() -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), native.IF(),
-        nn.AvgPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), native.IF(),
-        nn.AvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * 2 * 2, 10), native.IF(),
-    )
+    # named stages: the names become the IR/ONNX node names and the layer names on the chip
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 16, 3, padding=1)), ("if1", native.IF()),
+        ("pool1", nn.AvgPool2d(2)),
+        ("conv2", nn.Conv2d(16, 32, 3, padding=1)), ("if2", native.IF()),
+        ("pool2", nn.AvgPool2d(2)),
+        ("flat", nn.Flatten()),
+        ("fc", nn.Linear(32 * 2 * 2, 10)), ("out", native.IF()),
+    ]))
 
 
 @torch.no_grad()

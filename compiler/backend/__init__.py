@@ -1,0 +1,1 @@
+"""Backend: emit sections from a routed graph; binfmt owns the chip.bin byte layout."""
