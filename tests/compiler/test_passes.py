@@ -193,3 +193,24 @@ def test_partition_route_full_pipeline_verifies():
     assert prog.summary()["cores_used"] == len(prog.graph.attrs["cores"])
     assert route  # imported name used
     assert partition
+
+
+def test_weight_out_of_range_names_layer_and_limit():
+    """A quantized graph whose integers do not fit the layer's width is refused by verify."""
+    import scipy.sparse as sp
+
+    from compiler.errors import IRVerificationError
+    from compiler.ir import Layer
+    g = quantize(lower(fold_bn(make_mlp())), PICORE64, bits=4)
+    bad = g.derive()
+    for name in g.topo_order():
+        node = g.node(name)
+        if name == "n1":
+            (src, m), = node.inputs
+            m = sp.csr_matrix(m, dtype=np.int8)
+            m.data[0] = 9                                   # 4-bit range is [-8, 7]
+            node = Layer(shape=node.shape, inputs=((src, m),), bias=node.bias,
+                         neuron=node.neuron, channel=node.channel, bits=4, scale=node.scale)
+        bad.add(name, node, g.inputs(name))
+    with pytest.raises(IRVerificationError, match=r"'n1'.*outside the 4-bit range \[-8, 7\]"):
+        verify(bad, "quantized")
