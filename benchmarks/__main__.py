@@ -58,8 +58,8 @@ def measure(name, img, payloads, dense, rows, notes, sops_rows):
     for b in (1, 64):
         p = payloads[:, :b]
         workers = 1 if b == 1 else None
-        t_s = _time(lambda: run_payloads(img, p, workers=workers))
-        t_d = _time(lambda: dense.run(p))
+        t_s = _time(lambda p=p, w=workers: run_payloads(img, p, workers=w))
+        t_d = _time(lambda p=p: dense.run(p))
         r = run_payloads(img, p, workers=workers)
         gsops = float(r.sops.sum()) / t_s / 1e9
         rows.append([name, b, f"{b / t_s:.1f}", f"{b / t_d:.1f}", f"{t_d / t_s:.2f}x",
@@ -147,8 +147,8 @@ def bench_mlp(rows, notes, sops_rows, compile_rows, quick):
                      f"{t_pb / t_s:.2f}x", "-", f"{agree}/{n_pb} same class"])
         t0 = time.perf_counter()
         m = paibox_peer.map_network(net)
-        compile_rows.append(["PAIBox Mapper (PAICORE)", f"{m.get('compile_s', time.perf_counter() - t0):.2f}",
-                             m.get("cores_used")])
+        t_pbc = m.get("compile_s", time.perf_counter() - t0)
+        compile_rows.append(["PAIBox Mapper (PAICORE)", f"{t_pbc:.2f}", m.get("cores_used")])
     except Exception as e:  # noqa: BLE001 - the peer is optional
         notes.append(f"PAIBox peer unavailable: {type(e).__name__}: {e}")
 

@@ -129,7 +129,8 @@ def _validate(spec: ChipSpec, where: str) -> None:
         if isinstance(v, (int, float)) and v <= 0 and f.name != "max_lcn":
             raise bad(f.name, f"must be positive, got {v}")
     if not spec.weight_widths or any(w not in (1, 2, 4, 8) for w in spec.weight_widths):
-        raise bad("weight_widths", f"must be a subset of [1, 2, 4, 8], got {list(spec.weight_widths)}")
+        raise bad("weight_widths",
+                  f"must be a subset of [1, 2, 4, 8], got {list(spec.weight_widths)}")
     if spec.max_lcn < 0 or spec.max_lcn > 6:
         raise bad("max_lcn", f"must be in 0..6, got {spec.max_lcn}")
     if spec.xbar_cols % (max(spec.weight_widths) << spec.max_lcn):

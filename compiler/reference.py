@@ -5,7 +5,8 @@ chip image by ``runtime.image.ChipImage.unmap``). Per step t, layers run in topo
 each integrates the *current* step's spikes of its sources (the chip reproduces this with
 delay-balanced pipelining, chip.md 'Time'). Per neuron and step, exactly as chip.md 'Neuron':
 
-    1. leak     NONE: V | ADD: sat(V + leak) | SHIFT: V - (V >> k) | MULT: sign(V)*((|V|*(4096-d)) >> 12)
+    1. leak     NONE: V | ADD: sat(V + leak) | SHIFT: V - (V >> k)
+                | MULT: sign(V) * ((|V| * (4096 - d)) >> 12)
     2. integrate V <- sat(V + sum_a payload_a * w_a + bias)          (sum exact in int64)
     3. fire      s = V >= th_pos
     4. reset     HARD: V <- v_reset | SOFT: V <- V - th_pos | NONE

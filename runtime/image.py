@@ -112,7 +112,8 @@ class ChipImage:
         if np.any(a["core_xbar_rows"] != rows) or np.any(
                 np.diff(a["core_xbar_base"].astype(np.int64)) != rows * (spec.xbar_cols // 8)):
             raise self._bad("crossbar rows per core disagree with the axon counts")
-        if len(set(zip(a["core_chip"].tolist(), a["core_x"].tolist(), a["core_y"].tolist()))) != n_c:
+        slots = set(zip(a["core_chip"].tolist(), a["core_x"].tolist(), a["core_y"].tolist()))
+        if len(slots) != n_c:
             raise self._bad("two cores share one (chip, x, y) slot")
         if np.any(a["core_chip"] >= self.meta["board"]["chips"]) or np.any(
                 a["core_x"] >= spec.mesh_x) or np.any(a["core_y"] >= spec.mesh_y):
@@ -126,8 +127,7 @@ class ChipImage:
             d = a[pre + "delay"]
             if d.size and (d.min() < 1 or d.max() > spec.max_delay):
                 raise self._bad(f"a route delay in {pre}delay is outside 1..{spec.max_delay}")
-        self.gaxon  # resolves destinations, raises on bad references
-        self.in_gaxon
+        _ = (self.gaxon, self.in_gaxon)  # resolve destinations: raises on bad references
         src = np.zeros(self.n_axons, np.int64)
         np.add.at(src, self.gaxon[self.gaxon >= 0], 1)
         np.add.at(src, self.in_gaxon, 1)
@@ -210,7 +210,8 @@ class ChipImage:
             total += int(cnt.sum())
             nrns.append(nb[c] + j)
             ws.append(w[r, j])
-        cat = (lambda x: np.concatenate(x).astype(np.int64) if x else np.zeros(0, np.int64))
+        def cat(parts):
+            return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
         return np.concatenate(ptrs).astype(np.int64), cat(nrns), cat(ws)
 
     def axon_sources(self):
@@ -264,7 +265,7 @@ class ChipImage:
         ax_of_entry = np.repeat(np.arange(self.n_axons), np.diff(ptr))
         nlayer = self.a["core_layer"].astype(np.int64)[self.core_of_neuron]
         sizes = {inp: self.n_inputs}
-        for li, L in enumerate(self.layers):
+        for L in self.layers:
             sizes[L["name"]] = L["neurons"]
         for li, L in enumerate(self.layers):
             sel = nlayer[nrn] == li
@@ -279,7 +280,8 @@ class ChipImage:
                 inputs.append((s, mat))
             glob = self.layer_neurons(li)
             regs = self.regs(glob)
-            scale = (np.asarray(m["output"]["scale"], np.float64) if L["name"] == m["output"]["layer"]
+            is_out = L["name"] == m["output"]["layer"]
+            scale = (np.asarray(m["output"]["scale"], np.float64) if is_out
                      else np.ones(L["neurons"]))
             shape = tuple(L["shape"])
             g.add(L["name"], Layer(shape=shape, inputs=tuple(inputs), bias=np.zeros(L["neurons"]),

@@ -112,7 +112,8 @@ def emit(graph: Graph, spec: ChipSpec, source: dict | None = None,
         xbar.append(packed.reshape(-1))
         xbar_rows.append(packed.shape[0])
         xbar_base.append(xbar_base[-1] + packed.size)
-    cat = (lambda a, dt: np.concatenate(a).astype(dt) if a else np.zeros(0, dt))
+    def cat(parts, dt):
+        return np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)
     sec["neu_th_pos"] = cat(regs["th_pos"], np.uint32)
     sec["neu_th_neg"] = cat(regs["th_neg"], np.uint32)
     sec["neu_v_reset"] = cat(regs["v_reset"], np.int32)
@@ -141,11 +142,9 @@ def emit(graph: Graph, spec: ChipSpec, source: dict | None = None,
         return base, (chip.astype(np.uint16), x.astype(np.uint8), y.astype(np.uint8),
                       pr.axon[idx].astype(np.uint16), pr.delay[idx].astype(np.uint8))
 
-    # neurons in global order: (layer, local index) per global id
-    g_layer = np.concatenate([np.full(c.n_neurons, lidx[c.layer]) for c in cores])
     parts = {k: [] for k in ("chip", "x", "y", "axon", "delay")}
     bases = [0]
-    for ci, c in enumerate(cores):
+    for c in cores:
         base, arrs = entries(routes.pops[c.layer], c.neurons)
         bases.extend((base[1:] + bases[-1]).tolist())
         for k, a in zip(parts, arrs):
@@ -161,7 +160,6 @@ def emit(graph: Graph, spec: ChipSpec, source: dict | None = None,
     sec["in_route_base"] = base
     sec["in_rt_chip"], sec["in_rt_x"], sec["in_rt_y"] = ch, x, y
     sec["in_rt_axon"], sec["in_rt_delay"] = ax, dl
-    del g_layer
 
     out_layer = graph.output_layer
     ol: Layer = graph.node(out_layer)

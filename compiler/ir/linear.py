@@ -96,7 +96,8 @@ def infer_shapes(graph: Graph) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def broadcast(param, shape: tuple[int, ...], what: str = "parameter", where: str = "?") -> np.ndarray:
+def broadcast(param, shape: tuple[int, ...], what: str = "parameter",
+              where: str = "?") -> np.ndarray:
     """Flatten a scalar / per-channel / full-shape parameter to one value per neuron."""
     p = np.asarray(param, dtype=np.float64)
     n = int(np.prod(shape))
@@ -165,7 +166,8 @@ def op_matrix(node, in_shape: tuple[int, ...], shape: tuple[int, ...]):
     if isinstance(node, Flatten) or isinstance(node, Output):
         return None, None
     if isinstance(node, BatchNorm):
-        sc = np.asarray(node.gamma, np.float64) / np.sqrt(np.asarray(node.var, np.float64) + node.eps)
+        var = np.asarray(node.var, np.float64)
+        sc = np.asarray(node.gamma, np.float64) / np.sqrt(var + node.eps)
         sh = np.asarray(node.beta, np.float64) - np.asarray(node.mean, np.float64) * sc
         return (sp.diags(broadcast(sc, shape, "BatchNorm scale")).tocsr(),
                 broadcast(sh, shape, "BatchNorm shift"))

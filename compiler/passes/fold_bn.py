@@ -34,13 +34,15 @@ def fold_bn(graph: Graph, spec: ChipSpec | None = None, **_) -> Graph:
     for name, node in graph.items():
         if isinstance(node, BatchNorm) and (src := _foldable(graph, name)):
             prod = graph.node(src)
-            s = np.asarray(node.gamma, np.float64) / np.sqrt(np.asarray(node.var, np.float64) + node.eps)
+            var = np.asarray(node.var, np.float64)
+            s = np.asarray(node.gamma, np.float64) / np.sqrt(var + node.eps)
             w = np.asarray(prod.weight, np.float64)
             b = np.asarray(getattr(prod, "bias", np.zeros(w.shape[0])), np.float64)
             w2 = w * s.reshape((-1,) + (1,) * (w.ndim - 1))
             b2 = s * (b - np.asarray(node.mean, np.float64)) + np.asarray(node.beta, np.float64)
             if isinstance(prod, Conv2d):
-                replaced[src] = Conv2d(w2, b2, prod.stride, prod.padding, prod.dilation, prod.groups)
+                replaced[src] = Conv2d(w2, b2, prod.stride, prod.padding, prod.dilation,
+                                       prod.groups)
             else:
                 replaced[src] = Affine(w2, b2)
             folded[name] = src

@@ -39,8 +39,11 @@ def _groups(layer: Layer, per_channel: bool) -> np.ndarray:
 
 
 def _group_max(layer: Layer, gid: np.ndarray, ng: int, clip: str) -> np.ndarray:
-    cols = np.concatenate([m.indices for _, m in layer.inputs]) if layer.inputs else np.empty(0, int)
-    vals = np.abs(np.concatenate([m.data for _, m in layer.inputs])) if layer.inputs else np.empty(0)
+    if layer.inputs:
+        cols = np.concatenate([m.indices for _, m in layer.inputs])
+        vals = np.abs(np.concatenate([m.data for _, m in layer.inputs]))
+    else:
+        cols, vals = np.empty(0, int), np.empty(0)
     g = gid[cols]
     if clip == "max":
         mx = np.zeros(ng)
@@ -51,7 +54,8 @@ def _group_max(layer: Layer, gid: np.ndarray, ng: int, clip: str) -> np.ndarray:
     try:
         q = float(clip[1:])
     except ValueError as e:
-        raise QuantizationError(f"unknown clipping rule '{clip}'", "use 'max' or e.g. 'p99.9'") from e
+        raise QuantizationError(f"unknown clipping rule '{clip}'",
+                                "use 'max' or e.g. 'p99.9'") from e
     mx = np.zeros(ng)
     order = np.argsort(g, kind="stable")
     g_sorted, v_sorted = g[order], vals[order]

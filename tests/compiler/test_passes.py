@@ -71,7 +71,7 @@ def test_quantize_ranges_and_error_bound(bits, per_channel):
     qmax = (1 << (bits - 1)) - 1
     for name in q.layers:
         L, F = q.node(name), g.node(name)
-        for (s, m), (_, mf) in zip(L.inputs, F.inputs):
+        for (_s, m), (_, mf) in zip(L.inputs, F.inputs):
             assert np.abs(m.data).max() <= qmax
             # error bound: |w - s*q| <= s/2 for unclipped max-scaled weights
             dense_q = m.toarray() * L.scale[None, :]
