@@ -227,7 +227,205 @@ def run_batch(payloads, T, L, workers, in_ptr, in_gax, in_delay,
                         tick_cycles, cnt_all, v_all, record)
 
 
-__all__ = ["run_batch", "N_STATS", "nb"]
+__all__ = ["run_batch", "run_batch_float", "N_STATS", "nb"]
+
+
+# --- float path (analog chip instances, runtime/noise.py) ------------------------------------
+# Same tick loop and accounting as the integer kernel above; V, the accumulators, the weights and
+# the registers are float64 and nothing is rounded: the sum of weights is exact real arithmetic,
+# saturation clamps to the membrane range, the leaks are ADD v + leak, SHIFT/MULT v - v * decay
+# (decay = 2**-k resp. d / 4096, precomputed per neuron by the wrapper).
+
+
+@njit(cache=True, nogil=True)
+def _sat_f(v, lo, hi):
+    if v < lo:
+        return lo
+    if v > hi:
+        return hi
+    return v
+
+
+@njit(cache=True, nogil=True)
+def _leak_f(v, mode, leak, decay, lo, hi):
+    if mode == 1:
+        return _sat_f(v + leak, lo, hi)
+    if mode == 2 or mode == 3:
+        return v - v * decay
+    return v
+
+
+@njit(cache=True, nogil=True)
+def _run_sample_float(b, payloads, T, L, in_ptr, in_gax, in_delay,
+                      core_nb, core_ts, core_ev_cyc, core_fire_cyc,
+                      ax_off, ax_nnz, wrow, ax_sops1, ax_core, ax_graded,
+                      th_pos, th_neg, v_reset, v_init, bias, leak, decay, rmode, nmode, lmode,
+                      neu_layer, rt_ptr, rt_gax, rt_delay, rt_hops, rt_xhops, rt_lptr, rt_links,
+                      vlo, vhi, graded_bits, hop_cyc, xhop_cyc, slots,
+                      act_ax, act_p, act_n, V, acc, core_ev, link_tick, touched,
+                      out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
+                      tick_cycles, cnt_all, v_all, record):
+    n_in = in_ptr.size - 1
+    C = core_ts.size
+    N = V.size
+    sops = 0
+    sops1 = 0
+    packets = 0
+    hops_all = 0
+    xhops_all = 0
+    cycles = 0
+    in_events = 0
+    spikes = 0
+    for n in range(N):
+        V[n] = v_init[n]
+        acc[n] = 0.0
+    for s in range(slots):
+        act_n[s] = 0
+    for tau in range(T + L):
+        s = tau % slots
+        if tau < T:
+            for i in range(n_in):
+                p = payloads[b, tau, i]
+                if p != 0:
+                    for e in range(in_ptr[i], in_ptr[i + 1]):
+                        sl = (tau - 1 + in_delay[e]) % slots
+                        k = act_n[sl]
+                        act_ax[sl, k] = in_gax[e]
+                        act_p[sl, k] = p
+                        act_n[sl] = k + 1
+                        in_events += 1
+        for k in range(act_n[s]):
+            a = act_ax[s, k]
+            p = np.float64(act_p[s, k])
+            core_ev[ax_core[a]] += 1
+            c = ax_core[a]
+            sops += ax_nnz[a]
+            if ax_graded[a]:
+                sops1 += ax_sops1[a] * graded_bits
+            else:
+                sops1 += ax_sops1[a]
+            base = core_nb[c]
+            n_row = core_nb[c + 1] - base
+            off = ax_off[a]
+            dst = acc[base:base + n_row]
+            row = wrow[off:off + n_row]
+            for j in range(n_row):
+                dst[j] += p * row[j]
+        act_n[s] = 0
+        busiest = 0
+        drain = 0
+        n_touched = 0
+        for c in range(C):
+            t0 = core_ts[c]
+            if tau < t0 or tau >= t0 + T:
+                continue
+            pk = 0
+            for n in range(core_nb[c], core_nb[c + 1]):
+                v = _leak_f(V[n], lmode[n], leak[n], decay[n], vlo, vhi)
+                v = _sat_f(v + acc[n] + bias[n], vlo, vhi)
+                acc[n] = 0.0
+                if v >= th_pos[n]:
+                    if rmode[n] == 0:
+                        v = v_reset[n]
+                    elif rmode[n] == 1:
+                        v = v - th_pos[n]
+                    layer_spk[b, neu_layer[n]] += 1
+                    spikes += 1
+                    if record:
+                        cnt_all[b, n] += 1
+                    for e in range(rt_ptr[n], rt_ptr[n + 1]):
+                        g = rt_gax[e]
+                        if g < 0:
+                            out_counts[b, -1 - g] += 1
+                            continue
+                        sl = (tau + rt_delay[e]) % slots
+                        k = act_n[sl]
+                        act_ax[sl, k] = g
+                        act_p[sl, k] = 1
+                        act_n[sl] = k + 1
+                        pk += 1
+                        h = rt_hops[e]
+                        xh = rt_xhops[e]
+                        hops_all += h
+                        xhops_all += xh
+                        path = h * hop_cyc + xh * xhop_cyc
+                        if path > drain:
+                            drain = path
+                        for q in range(rt_lptr[e], rt_lptr[e + 1]):
+                            li = rt_links[q]
+                            if link_tick[li] == 0:
+                                touched[n_touched] = li
+                                n_touched += 1
+                            link_tick[li] += 1
+                            link_total[b, li] += 1
+                if nmode[n] == 1 and v < -th_neg[n]:
+                    v = -th_neg[n]
+                V[n] = v
+            cyc = core_ev[c] * core_ev_cyc[c] + core_fire_cyc[c] + pk
+            core_ev[c] = 0
+            core_busy[b, c] += cyc
+            packets += pk
+            if cyc > busiest:
+                busiest = cyc
+        worst_link = 0
+        for q in range(n_touched):
+            li = touched[q]
+            if link_tick[li] > worst_link:
+                worst_link = link_tick[li]
+            link_tick[li] = 0
+        if worst_link > drain:
+            drain = worst_link
+        tick_cycles[b, tau] = busiest + drain
+        cycles += busiest + drain
+    for s in range(slots):
+        act_n[s] = 0
+    stats[b, ST_SOPS] += sops
+    stats[b, ST_SOPS1] += sops1
+    stats[b, ST_PACKETS] += packets
+    stats[b, ST_HOPS] += hops_all
+    stats[b, ST_XHOPS] += xhops_all
+    stats[b, ST_CYCLES] += cycles
+    stats[b, ST_IN_EVENTS] += in_events
+    stats[b, ST_SPIKES] += spikes
+    for o in range(out_glob.size):
+        v_out[b, o] = V[out_glob[o]]
+    if record:
+        for n in range(N):
+            v_all[b, n] = V[n]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def run_batch_float(payloads, T, L, workers, in_ptr, in_gax, in_delay,
+                    core_nb, core_ts, core_ev_cyc, core_fire_cyc,
+                    ax_off, ax_nnz, wrow, ax_sops1, ax_core, ax_graded,
+                    th_pos, th_neg, v_reset, v_init, bias, leak, decay, rmode, nmode, lmode,
+                    neu_layer, rt_ptr, rt_gax, rt_delay, rt_hops, rt_xhops, rt_lptr, rt_links,
+                    vlo, vhi, graded_bits, hop_cyc, xhop_cyc, slots, cap, n_links,
+                    out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
+                    tick_cycles, cnt_all, v_all, record):
+    """Float twin of :func:`run_batch` (float64 weights [wrow], registers, V; decay per neuron)."""
+    B = payloads.shape[0]
+    N = th_pos.size
+    C = core_ts.size
+    for w in prange(workers):
+        act_ax = np.empty((slots, cap), np.int64)
+        act_p = np.empty((slots, cap), np.uint8)
+        act_n = np.zeros(slots, np.int64)
+        V = np.empty(N, np.float64)
+        acc = np.zeros(N, np.float64)
+        core_ev = np.zeros(C, np.int64)
+        link_tick = np.zeros(max(n_links, 1), np.int64)
+        touched = np.empty(max(n_links, 1), np.int64)
+        for b in range(w, B, workers):
+            _run_sample_float(b, payloads, T, L, in_ptr, in_gax, in_delay,
+                              core_nb, core_ts, core_ev_cyc, core_fire_cyc,
+                              ax_off, ax_nnz, wrow, ax_sops1, ax_core, ax_graded,
+                              th_pos, th_neg, v_reset, v_init, bias, leak, decay, rmode, nmode,
+                              lmode, neu_layer, rt_ptr, rt_gax, rt_delay, rt_hops, rt_xhops,
+                              rt_lptr, rt_links, vlo, vhi, graded_bits, hop_cyc, xhop_cyc, slots,
+                              act_ax, act_p, act_n, V, acc, core_ev, link_tick, touched,
+                              out_counts, v_out, out_glob, layer_spk, stats, core_busy,
+                              link_total, tick_cycles, cnt_all, v_all, record)
 
 
 @njit(cache=True, nogil=True)

@@ -14,6 +14,7 @@ are assumed free (host links are outside the model).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -145,6 +146,59 @@ def tables(image: ChipImage, weights_override=None) -> Tables:
     return t
 
 
+REG_NAMES = ("th_pos", "th_neg", "v_reset", "v_init", "bias", "leak", "shift", "reset_mode",
+             "neg_mode", "leak_mode")
+_MODE_REGS = ("reset_mode", "neg_mode", "leak_mode")
+
+
+def instance_tables(image: ChipImage, instance) -> tuple[Tables, bool]:
+    """Kernel tables of a noise instance: the image's cached tables with the weight rows and
+    the overridden registers replaced -> (tables, analog). Analog tables hold float64 weights
+    and registers, with ``shift`` replaced by the per-neuron leak decay (2**-k for SHIFT,
+    d / 4096 for MULT) that the float kernel applies as ``v - v * decay``."""
+    base = tables(image)
+    analog = bool(instance.analog)
+    wrow = np.asarray(instance.wrow)
+    if wrow.shape != base.wrow.shape:
+        raise SimulationError(f"instance '{instance.label}': weight rows of shape "
+                              f"{list(wrow.shape)}, the image needs {list(base.wrow.shape)}")
+    over = dict(instance.regs or {})
+    unknown = set(over) - set(REG_NAMES)
+    if unknown:
+        raise SimulationError(f"instance '{instance.label}': unknown registers {sorted(unknown)}")
+    regs = []
+    for k, r in zip(REG_NAMES, base.regs):
+        v = over.get(k)
+        if v is not None:
+            v = np.asarray(v)
+            if v.shape != r.shape:
+                raise SimulationError(f"instance '{instance.label}': register {k} has shape "
+                                      f"{list(v.shape)}, expected {list(r.shape)}")
+        else:
+            v = r
+        if analog and k not in _MODE_REGS:
+            regs.append(np.ascontiguousarray(v, dtype=np.float64))
+        else:
+            if not np.issubdtype(v.dtype, np.integer) and np.any(v != np.round(v)):
+                raise SimulationError(f"instance '{instance.label}': register {k} must be "
+                                      "integer on a digital instance")
+            regs.append(_i64(v))
+    if analog:
+        lmode, shift, leak = regs[9], regs[6], regs[5]
+        decay = np.where(lmode == 2, np.exp2(-np.where(lmode == 2, shift, 0.0)),
+                         np.where(lmode == 3, leak / 4096.0, 0.0))
+        regs[6] = np.ascontiguousarray(decay, dtype=np.float64)
+        wrow = np.ascontiguousarray(wrow, dtype=np.float64)
+    else:
+        if wrow.dtype != np.int8:
+            if not np.issubdtype(wrow.dtype, np.integer) or (
+                    wrow.size and (wrow.min() < -128 or wrow.max() > 127)):
+                raise SimulationError(f"instance '{instance.label}': a digital instance needs "
+                                      "int8 weight rows")
+        wrow = np.ascontiguousarray(wrow, dtype=np.int8)
+    return dataclasses.replace(base, wrow=wrow, regs=tuple(regs)), analog
+
+
 @dataclass
 class RunResult:
     """Outputs and counters of a run. Per-sample arrays have the batch as first axis."""
@@ -208,8 +262,10 @@ class RunResult:
             "latency_ticks": self.latency_ticks,
             "sops_per_sample": float(np.mean(self.sops)) if self.n else 0.0,
             "sops_1bit_per_sample": float(np.mean(self.sops_1bit)) if self.n else 0.0,
-            "spikes_per_sample": float(np.mean(self.stats[:, kernels.ST_SPIKES])) if self.n else 0.0,
-            "packets_per_sample": float(np.mean(self.stats[:, kernels.ST_PACKETS])) if self.n else 0.0,
+            "spikes_per_sample": float(np.mean(self.stats[:, kernels.ST_SPIKES]))
+            if self.n else 0.0,
+            "packets_per_sample": float(np.mean(self.stats[:, kernels.ST_PACKETS]))
+            if self.n else 0.0,
             "hops_per_sample": float(np.mean(self.stats[:, kernels.ST_HOPS])) if self.n else 0.0,
             "interchip_hops_per_sample": float(np.mean(self.stats[:, kernels.ST_XHOPS]))
             if self.n else 0.0,
@@ -228,8 +284,16 @@ def default_workers() -> int:
 
 def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
                  workers: int | None = None, record: bool = False, progress: bool = False,
-                 encoding: str = "direct", weights=None) -> RunResult:
-    """Run pre-encoded inputs ``payloads`` (uint8 [T, B, n_in])."""
+                 encoding: str = "direct", weights=None, instance=None) -> RunResult:
+    """Run pre-encoded inputs ``payloads`` (uint8 [T, B, n_in]).
+
+    ``instance``: a chip instance of ``runtime.noise`` (``ChipInstance``: ``wrow`` in the layout
+    of :func:`dense_rows`, ``regs`` overrides over global neurons, ``analog``). Digital
+    instances run the integer kernel with the overridden tables; analog ones the float kernel
+    (float64 weights, registers and membranes). The readout ``count * th + V`` always uses the
+    deployed thresholds (what the host programmed), and the SOP/energy accounting the deployed
+    weights' nonzero pattern.
+    """
     p = np.asarray(payloads)
     if p.ndim != 3 or p.shape[2] != image.n_inputs:
         raise SimulationError(f"payloads must have shape [T, B, {image.n_inputs}], got "
@@ -241,7 +305,13 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
     T, B, _ = p.shape
     if T < 1:
         raise SimulationError("need at least one timestep")
-    tb = tables(image, weights)
+    analog = False
+    if instance is not None:
+        if weights is not None:
+            raise SimulationError("pass either weights= or instance=, not both")
+        tb, analog = instance_tables(image, instance)
+    else:
+        tb = tables(image, weights)
     L = image.latency
     spec = image.spec
     workers = workers or default_workers()
@@ -249,15 +319,19 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
     n_layers = len(image.layers)
     N, C, n_out = image.n_neurons, image.n_cores, tb.out_glob.size
     out_counts = np.zeros((B, n_out), np.int64)
-    v_out = np.zeros((B, n_out), np.int64)
+    vdt = np.float64 if analog else np.int64
+    v_out = np.zeros((B, n_out), vdt)
     layer_spk = np.zeros((B, n_layers), np.int64)
     stats = np.zeros((B, kernels.N_STATS), np.int64)
     tick_cycles = np.zeros((B, T + L), np.int64)
     core_busy = np.zeros(C, np.int64)
     link_load = np.zeros(max(tb.n_links, 1), np.int64)
     cnt_all = np.zeros((B, N) if record else (1, 1), np.int64)
-    v_all = np.zeros((B, N) if record else (1, 1), np.int64)
+    v_all = np.zeros((B, N) if record else (1, 1), vdt)
     vlo, vhi = spec.membrane_range
+    kernel = kernels.run_batch
+    if analog:
+        kernel, vlo, vhi = kernels.run_batch_float, float(vlo), float(vhi)
     pb = None
     if progress:
         from tqdm import tqdm
@@ -269,7 +343,7 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
         bsz = j - i
         cb = np.zeros((bsz, C), np.int64)
         lt = np.zeros((bsz, max(tb.n_links, 1)), np.int64)
-        kernels.run_batch(
+        kernel(
             chunk, T, L, min(workers, bsz), tb.in_ptr, tb.in_gax, tb.in_delay,
             tb.core_nb, tb.core_ts, tb.core_ev_cyc, tb.core_fire_cyc,
             tb.ax_off, tb.ax_nnz, tb.wrow, tb.ax_sops1, tb.ax_core, tb.ax_graded,
@@ -319,4 +393,4 @@ def run(image: ChipImage, x: np.ndarray, *, timesteps: int | None = None,
     return run_payloads(image, payloads, encoding=name, **kw)
 
 
-__all__ = ["run", "run_payloads", "RunResult", "tables", "math"]
+__all__ = ["run", "run_payloads", "RunResult", "tables", "instance_tables", "math"]
