@@ -1,34 +1,46 @@
 """Every Numba kernel of the runtime lives here (cache=True, no fastmath: integer bit-exactness).
 
 The tick loop of one sample (chip.md 'Time' and 'Neuron'):
-  tick tau: (a) the host injects input step tau (event payloads) into the axon slots
-            (tau - 1 + delay) mod 16; (b) every event waiting in slot tau mod 16 is integrated:
-            acc[j] += payload * w_aj over the crossbar row of axon a (event-driven: only active
-            axons are touched); (c) every core whose window [tick_start, tick_start + T)
-            contains tau updates its neurons: leak, integrate (saturating), fire, reset, floor;
-            a spike sends one packet per route entry into slot (tau + delay) mod 16 of the
-            destination core, or to the host (output counts).
-Weights are stored as one dense row per axon over its core's neurons (int8, SIMD-friendly:
-crossbar rows of unrolled conv tiles are ~60 % dense); logical SOPs count only nonzero weights.
-Axon buffers are kept as per-slot event lists (axon, payload): each route entry delivers at
-most once into a slot between two reads of it, so a list of (route entries + input entries)
-capacity per slot never overflows.
+  tick tau: (a) the host injects input step tau (event payloads) into slot (tau - 1 + delay)
+            mod 16 of each destination core; (b) core by core: every event waiting in the
+            core's current slot is integrated, acc[j] += payload * w_aj over the crossbar row of
+            axon a (event-driven: only active axons are touched), then, if tau lies in the
+            core's window [tick_start, tick_start + T), its neurons update (leak, integrate
+            with saturation, fire, reset, floor) and every spike sends one packet per route
+            entry into slot (tau + delay) mod 16 of the destination core, or to the host.
+Spikes always land in a later slot (1 <= delay <= 15 < 16), so the order of cores in a tick
+does not matter. Events are kept in per-(slot, core) lists whose capacity is the core's axon
+count: an axon has one source and receives at most once per slot between two reads of it.
+Weights are one dense row per axon over its core's neurons (int8, or float64 on analog
+instances); a core's rows are contiguous, so a core's events stream through one block.
 
 Accounting per sample: logical SOPs (events x nonzero weights), one-bit SOPs (events x set
 weight bits, x payload_bits for graded host events), packets, on-chip and inter-chip hops,
-per-core busy cycles, per-tick latency cycles (slowest core + NoC drain, the drain being the
-longest packet path or the most loaded link, whichever is larger), per-link flit counts.
+per-core busy cycles, per-tick latency (busiest core + NoC drain: the longest packet path or
+the most loaded link, whichever is larger), per-link flits. Packets between the same pair of
+cores in a tick share one XY path, so link loads are accumulated per (source, destination)
+pair, not per packet.
+
+One generic loop serves both number systems: the integer path (int64 membranes, int32
+accumulators, arithmetic-shift and 12-bit multiplicative leaks) and the float path of analog
+noise instances (float64 everywhere, leak v - v * decay); the leak rule and the weight cast are
+passed in as jitted functions, so Numba compiles a specialised loop for each.
 """
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 from numba import njit, prange
 
 # stats columns of the per-sample counters
 ST_SOPS, ST_SOPS1, ST_PACKETS, ST_HOPS, ST_XHOPS, ST_CYCLES, ST_IN_EVENTS, ST_SPIKES = range(8)
 N_STATS = 8
+# columns of the per-axon table ax_info: dense-row offset, nonzero weights, one-bit SOPs per
+# event (graded host events already x payload_bits), core
+AX_OFF, AX_NNZ, AX_SOPS1, AX_CORE = range(4)
+# columns of the route tables rt_info / in_info: destination axon (global; -1-k = host output
+# k), delay, destination core, on-chip hops, inter-chip hops, core pair
+RT_AXON, RT_DELAY, RT_CORE, RT_HOPS, RT_XHOPS, RT_PAIR = range(6)
 
 
 @njit(cache=True, nogil=True)
@@ -41,7 +53,8 @@ def _sat(v, lo, hi):
 
 
 @njit(cache=True, nogil=True)
-def _leak(v, mode, leak, shift, lo, hi):
+def leak_int(v, mode, leak, shift, lo, hi):
+    """chip.md leak: ADD saturating, SHIFT v - (v >> k), MULT sign(v)*((|v|*(4096-d)) >> 12)."""
     if mode == 1:
         return _sat(v + leak, lo, hi)
     if mode == 2:
@@ -54,15 +67,41 @@ def _leak(v, mode, leak, shift, lo, hi):
 
 
 @njit(cache=True, nogil=True)
-def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
-                core_nb, core_ts, core_ev_cyc, core_fire_cyc,
-                ax_off, ax_nnz, wrow, ax_sops1, ax_core, ax_graded,
-                th_pos, th_neg, v_reset, v_init, bias, leak, shift, rmode, nmode, lmode,
-                neu_layer, rt_ptr, rt_gax, rt_delay, rt_hops, rt_xhops, rt_lptr, rt_links,
-                vlo, vhi, graded_bits, hop_cyc, xhop_cyc, slots,
-                act_ax, act_p, act_n, V, acc, core_ev, core_pk, link_tick, touched,
-                out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
-                tick_cycles, cnt_all, v_all, record):
+def leak_float(v, mode, leak, decay, lo, hi):
+    """Analog leak: ADD v + leak (saturating), SHIFT/MULT v - v * decay (decay per neuron)."""
+    if mode == 1:
+        return _sat(v + leak, lo, hi)
+    if mode == 2 or mode == 3:
+        return v - v * decay
+    return v
+
+
+@njit(cache=True, nogil=True)
+def weight_int(w):
+    return np.int32(w)          # same-width int32 multiply-add: LLVM vectorizes the row loop
+
+
+@njit(cache=True, nogil=True)
+def weight_float(w):
+    return np.float64(w)
+
+
+@njit(cache=True, nogil=True)
+def _deliver(sl, g, c, p, core_ab, ev_ax, ev_p, ev_n):
+    k = ev_n[sl, c]
+    ev_ax[sl, core_ab[c] + k] = g
+    ev_p[sl, core_ab[c] + k] = p
+    ev_n[sl, c] = k + 1
+
+
+@njit(cache=True, nogil=True)
+def _sample(b, payloads, T, L, in_ptr, in_info, core_nb, core_ab, core_ts, core_ev_cyc,
+            core_fire_cyc, ax_info, wrow, th_pos, th_neg, v_reset, v_init, bias, leak, shift,
+            rmode, nmode, lmode, neu_layer, rt_ptr, rt_info, pair_lptr, pair_links, pair_cyc,
+            vlo, vhi, slots, leak_fn, weight_fn,
+            ev_ax, ev_p, ev_n, V, acc, pair_cnt, pair_touched, link_tick, link_touched,
+            out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
+            tick_cycles, cnt_all, v_all, record):
     n_in = in_ptr.size - 1
     C = core_ts.size
     N = V.size
@@ -77,8 +116,7 @@ def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
     for n in range(N):
         V[n] = v_init[n]
         acc[n] = 0
-    for s in range(slots):
-        act_n[s] = 0
+    ev_n[:, :] = 0
     for tau in range(T + L):
         s = tau % slots
         if tau < T:
@@ -86,41 +124,34 @@ def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
                 p = payloads[b, tau, i]
                 if p != 0:
                     for e in range(in_ptr[i], in_ptr[i + 1]):
-                        sl = (tau - 1 + in_delay[e]) % slots
-                        k = act_n[sl]
-                        act_ax[sl, k] = in_gax[e]
-                        act_p[sl, k] = p
-                        act_n[sl] = k + 1
+                        _deliver((tau - 1 + in_info[e, RT_DELAY]) % slots, in_info[e, RT_AXON],
+                                 in_info[e, RT_CORE], p, core_ab, ev_ax, ev_p, ev_n)
                         in_events += 1
-        for k in range(act_n[s]):
-            a = act_ax[s, k]
-            p = np.int32(act_p[s, k])
-            core_ev[ax_core[a]] += 1
-            c = ax_core[a]
-            sops += ax_nnz[a]
-            if ax_graded[a]:
-                sops1 += ax_sops1[a] * graded_bits
-            else:
-                sops1 += ax_sops1[a]
+        busiest = 0
+        n_pairs = 0
+        for c in range(C):
+            n_ev = ev_n[s, c]
             base = core_nb[c]
             n_row = core_nb[c + 1] - base
-            off = ax_off[a]
             dst = acc[base:base + n_row]
-            row = wrow[off:off + n_row]
-            for j in range(n_row):          # same-width int32 ops: LLVM vectorizes this
-                dst[j] += p * np.int32(row[j])
-        act_n[s] = 0
-        busiest = 0
-        drain = 0
-        n_touched = 0
-        for c in range(C):
+            a0 = core_ab[c]
+            for k in range(n_ev):
+                a = ev_ax[s, a0 + k]
+                p = weight_fn(ev_p[s, a0 + k])
+                off = ax_info[a, AX_OFF]
+                sops += ax_info[a, AX_NNZ]
+                sops1 += ax_info[a, AX_SOPS1]
+                row = wrow[off:off + n_row]
+                for j in range(n_row):
+                    dst[j] += p * weight_fn(row[j])
+            ev_n[s, c] = 0
             t0 = core_ts[c]
             if tau < t0 or tau >= t0 + T:
                 continue
             pk = 0
-            for n in range(core_nb[c], core_nb[c + 1]):
-                v = _leak(V[n], lmode[n], leak[n], shift[n], vlo, vhi)
-                v = _sat(v + np.int64(acc[n]) + bias[n], vlo, vhi)
+            for n in range(base, base + n_row):
+                v = leak_fn(V[n], lmode[n], leak[n], shift[n], vlo, vhi)
+                v = _sat(v + acc[n] + bias[n], vlo, vhi)
                 acc[n] = 0
                 if v >= th_pos[n]:
                     if rmode[n] == 0:
@@ -132,51 +163,54 @@ def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
                     if record:
                         cnt_all[b, n] += 1
                     for e in range(rt_ptr[n], rt_ptr[n + 1]):
-                        g = rt_gax[e]
+                        g = rt_info[e, RT_AXON]
                         if g < 0:
                             out_counts[b, -1 - g] += 1
                             continue
-                        sl = (tau + rt_delay[e]) % slots
-                        k = act_n[sl]
-                        act_ax[sl, k] = g
-                        act_p[sl, k] = 1
-                        act_n[sl] = k + 1
+                        _deliver((tau + rt_info[e, RT_DELAY]) % slots, g, rt_info[e, RT_CORE],
+                                 1, core_ab, ev_ax, ev_p, ev_n)
                         pk += 1
-                        h = rt_hops[e]
-                        xh = rt_xhops[e]
-                        hops_all += h
-                        xhops_all += xh
-                        path = h * hop_cyc + xh * xhop_cyc
-                        if path > drain:
-                            drain = path
-                        for q in range(rt_lptr[e], rt_lptr[e + 1]):
-                            li = rt_links[q]
-                            if link_tick[li] == 0:
-                                touched[n_touched] = li
-                                n_touched += 1
-                            link_tick[li] += 1
-                            link_total[b, li] += 1
+                        hops_all += rt_info[e, RT_HOPS]
+                        xhops_all += rt_info[e, RT_XHOPS]
+                        q = rt_info[e, RT_PAIR]
+                        if pair_cnt[q] == 0:
+                            pair_touched[n_pairs] = q
+                            n_pairs += 1
+                        pair_cnt[q] += 1
                 if nmode[n] == 1 and v < -th_neg[n]:
                     v = -th_neg[n]
                 V[n] = v
-            cyc = core_ev[c] * core_ev_cyc[c] + core_fire_cyc[c] + pk
-            core_ev[c] = 0
+            cyc = n_ev * core_ev_cyc[c] + core_fire_cyc[c] + pk
             core_busy[b, c] += cyc
             packets += pk
             if cyc > busiest:
                 busiest = cyc
-        worst_link = 0
-        for q in range(n_touched):
-            li = touched[q]
-            if link_tick[li] > worst_link:
-                worst_link = link_tick[li]
-            link_tick[li] = 0
-        if worst_link > drain:
-            drain = worst_link
+        # NoC: the packets of one (source core, destination core) pair share one XY path
+        drain = 0
+        n_links = 0
+        for i in range(n_pairs):
+            q = pair_touched[i]
+            cnt = pair_cnt[q]
+            pair_cnt[q] = 0
+            if pair_cyc[q] > drain:
+                drain = pair_cyc[q]
+            for li in range(pair_lptr[q], pair_lptr[q + 1]):
+                lk = pair_links[li]
+                if link_tick[lk] == 0:
+                    link_touched[n_links] = lk
+                    n_links += 1
+                link_tick[lk] += cnt
+        worst = 0
+        for i in range(n_links):
+            lk = link_touched[i]
+            if link_tick[lk] > worst:
+                worst = link_tick[lk]
+            link_total[b, lk] += link_tick[lk]
+            link_tick[lk] = 0
+        if worst > drain:
+            drain = worst
         tick_cycles[b, tau] = busiest + drain
         cycles += busiest + drain
-    for s in range(slots):
-        act_n[s] = 0
     stats[b, ST_SOPS] += sops
     stats[b, ST_SOPS1] += sops1
     stats[b, ST_PACKETS] += packets
@@ -193,239 +227,27 @@ def _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def run_batch(payloads, T, L, workers, in_ptr, in_gax, in_delay,
-              core_nb, core_ts, core_ev_cyc, core_fire_cyc,
-              ax_off, ax_nnz, wrow, ax_sops1, ax_core, ax_graded,
-              th_pos, th_neg, v_reset, v_init, bias, leak, shift, rmode, nmode, lmode,
-              neu_layer, rt_ptr, rt_gax, rt_delay, rt_hops, rt_xhops, rt_lptr, rt_links,
-              vlo, vhi, graded_bits, hop_cyc, xhop_cyc, slots, cap, n_links,
+def run_batch(payloads, T, L, workers, in_ptr, in_info, core_nb, core_ab, core_ts, core_ev_cyc,
+              core_fire_cyc, ax_info, wrow, th_pos, th_neg, v_reset, v_init, bias, leak, shift,
+              rmode, nmode, lmode, neu_layer, rt_ptr, rt_info, pair_lptr, pair_links, pair_cyc,
+              vlo, vhi, slots, leak_fn, weight_fn,
+              ws_ev_ax, ws_ev_p, ws_ev_n, ws_V, ws_acc, ws_pair_cnt, ws_pair_touched,
+              ws_link_tick, ws_link_touched,
               out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
               tick_cycles, cnt_all, v_all, record):
-    """Run every sample of ``payloads`` [B, T, n_in]; samples are split over ``workers``."""
+    """Run every sample of ``payloads`` [B, T, n_in], split over ``workers`` threads; worker w
+    uses workspace row w of every ``ws_*`` array (allocated once per image and reused)."""
     B = payloads.shape[0]
-    N = th_pos.size
-    C = core_ts.size
     for w in prange(workers):
-        act_ax = np.empty((slots, cap), np.int64)
-        act_p = np.empty((slots, cap), np.uint8)
-        act_n = np.zeros(slots, np.int64)
-        V = np.empty(N, np.int64)
-        acc = np.zeros(N, np.int32)
-        core_ev = np.zeros(C, np.int64)
-        core_pk = np.zeros(C, np.int64)
-        link_tick = np.zeros(max(n_links, 1), np.int64)
-        touched = np.empty(max(n_links, 1), np.int64)
         for b in range(w, B, workers):
-            _run_sample(b, payloads, T, L, in_ptr, in_gax, in_delay,
-                        core_nb, core_ts, core_ev_cyc, core_fire_cyc,
-                        ax_off, ax_nnz, wrow, ax_sops1, ax_core, ax_graded,
-                        th_pos, th_neg, v_reset, v_init, bias, leak, shift, rmode, nmode, lmode,
-                        neu_layer, rt_ptr, rt_gax, rt_delay, rt_hops, rt_xhops, rt_lptr,
-                        rt_links, vlo, vhi, graded_bits, hop_cyc, xhop_cyc, slots,
-                        act_ax, act_p, act_n, V, acc, core_ev, core_pk, link_tick, touched,
-                        out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
-                        tick_cycles, cnt_all, v_all, record)
-
-
-__all__ = ["run_batch", "run_batch_float", "N_STATS", "nb"]
-
-
-# --- float path (analog chip instances, runtime/noise.py) ------------------------------------
-# Same tick loop and accounting as the integer kernel above; V, the accumulators, the weights and
-# the registers are float64 and nothing is rounded: the sum of weights is exact real arithmetic,
-# saturation clamps to the membrane range, the leaks are ADD v + leak, SHIFT/MULT v - v * decay
-# (decay = 2**-k resp. d / 4096, precomputed per neuron by the wrapper).
-
-
-@njit(cache=True, nogil=True)
-def _sat_f(v, lo, hi):
-    if v < lo:
-        return lo
-    if v > hi:
-        return hi
-    return v
-
-
-@njit(cache=True, nogil=True)
-def _leak_f(v, mode, leak, decay, lo, hi):
-    if mode == 1:
-        return _sat_f(v + leak, lo, hi)
-    if mode == 2 or mode == 3:
-        return v - v * decay
-    return v
-
-
-@njit(cache=True, nogil=True)
-def _run_sample_float(b, payloads, T, L, in_ptr, in_gax, in_delay,
-                      core_nb, core_ts, core_ev_cyc, core_fire_cyc,
-                      ax_off, ax_nnz, wrow, ax_sops1, ax_core, ax_graded,
-                      th_pos, th_neg, v_reset, v_init, bias, leak, decay, rmode, nmode, lmode,
-                      neu_layer, rt_ptr, rt_gax, rt_delay, rt_hops, rt_xhops, rt_lptr, rt_links,
-                      vlo, vhi, graded_bits, hop_cyc, xhop_cyc, slots,
-                      act_ax, act_p, act_n, V, acc, core_ev, link_tick, touched,
-                      out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
-                      tick_cycles, cnt_all, v_all, record):
-    n_in = in_ptr.size - 1
-    C = core_ts.size
-    N = V.size
-    sops = 0
-    sops1 = 0
-    packets = 0
-    hops_all = 0
-    xhops_all = 0
-    cycles = 0
-    in_events = 0
-    spikes = 0
-    for n in range(N):
-        V[n] = v_init[n]
-        acc[n] = 0.0
-    for s in range(slots):
-        act_n[s] = 0
-    for tau in range(T + L):
-        s = tau % slots
-        if tau < T:
-            for i in range(n_in):
-                p = payloads[b, tau, i]
-                if p != 0:
-                    for e in range(in_ptr[i], in_ptr[i + 1]):
-                        sl = (tau - 1 + in_delay[e]) % slots
-                        k = act_n[sl]
-                        act_ax[sl, k] = in_gax[e]
-                        act_p[sl, k] = p
-                        act_n[sl] = k + 1
-                        in_events += 1
-        for k in range(act_n[s]):
-            a = act_ax[s, k]
-            p = np.float64(act_p[s, k])
-            core_ev[ax_core[a]] += 1
-            c = ax_core[a]
-            sops += ax_nnz[a]
-            if ax_graded[a]:
-                sops1 += ax_sops1[a] * graded_bits
-            else:
-                sops1 += ax_sops1[a]
-            base = core_nb[c]
-            n_row = core_nb[c + 1] - base
-            off = ax_off[a]
-            dst = acc[base:base + n_row]
-            row = wrow[off:off + n_row]
-            for j in range(n_row):
-                dst[j] += p * row[j]
-        act_n[s] = 0
-        busiest = 0
-        drain = 0
-        n_touched = 0
-        for c in range(C):
-            t0 = core_ts[c]
-            if tau < t0 or tau >= t0 + T:
-                continue
-            pk = 0
-            for n in range(core_nb[c], core_nb[c + 1]):
-                v = _leak_f(V[n], lmode[n], leak[n], decay[n], vlo, vhi)
-                v = _sat_f(v + acc[n] + bias[n], vlo, vhi)
-                acc[n] = 0.0
-                if v >= th_pos[n]:
-                    if rmode[n] == 0:
-                        v = v_reset[n]
-                    elif rmode[n] == 1:
-                        v = v - th_pos[n]
-                    layer_spk[b, neu_layer[n]] += 1
-                    spikes += 1
-                    if record:
-                        cnt_all[b, n] += 1
-                    for e in range(rt_ptr[n], rt_ptr[n + 1]):
-                        g = rt_gax[e]
-                        if g < 0:
-                            out_counts[b, -1 - g] += 1
-                            continue
-                        sl = (tau + rt_delay[e]) % slots
-                        k = act_n[sl]
-                        act_ax[sl, k] = g
-                        act_p[sl, k] = 1
-                        act_n[sl] = k + 1
-                        pk += 1
-                        h = rt_hops[e]
-                        xh = rt_xhops[e]
-                        hops_all += h
-                        xhops_all += xh
-                        path = h * hop_cyc + xh * xhop_cyc
-                        if path > drain:
-                            drain = path
-                        for q in range(rt_lptr[e], rt_lptr[e + 1]):
-                            li = rt_links[q]
-                            if link_tick[li] == 0:
-                                touched[n_touched] = li
-                                n_touched += 1
-                            link_tick[li] += 1
-                            link_total[b, li] += 1
-                if nmode[n] == 1 and v < -th_neg[n]:
-                    v = -th_neg[n]
-                V[n] = v
-            cyc = core_ev[c] * core_ev_cyc[c] + core_fire_cyc[c] + pk
-            core_ev[c] = 0
-            core_busy[b, c] += cyc
-            packets += pk
-            if cyc > busiest:
-                busiest = cyc
-        worst_link = 0
-        for q in range(n_touched):
-            li = touched[q]
-            if link_tick[li] > worst_link:
-                worst_link = link_tick[li]
-            link_tick[li] = 0
-        if worst_link > drain:
-            drain = worst_link
-        tick_cycles[b, tau] = busiest + drain
-        cycles += busiest + drain
-    for s in range(slots):
-        act_n[s] = 0
-    stats[b, ST_SOPS] += sops
-    stats[b, ST_SOPS1] += sops1
-    stats[b, ST_PACKETS] += packets
-    stats[b, ST_HOPS] += hops_all
-    stats[b, ST_XHOPS] += xhops_all
-    stats[b, ST_CYCLES] += cycles
-    stats[b, ST_IN_EVENTS] += in_events
-    stats[b, ST_SPIKES] += spikes
-    for o in range(out_glob.size):
-        v_out[b, o] = V[out_glob[o]]
-    if record:
-        for n in range(N):
-            v_all[b, n] = V[n]
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def run_batch_float(payloads, T, L, workers, in_ptr, in_gax, in_delay,
-                    core_nb, core_ts, core_ev_cyc, core_fire_cyc,
-                    ax_off, ax_nnz, wrow, ax_sops1, ax_core, ax_graded,
-                    th_pos, th_neg, v_reset, v_init, bias, leak, decay, rmode, nmode, lmode,
-                    neu_layer, rt_ptr, rt_gax, rt_delay, rt_hops, rt_xhops, rt_lptr, rt_links,
-                    vlo, vhi, graded_bits, hop_cyc, xhop_cyc, slots, cap, n_links,
+            _sample(b, payloads, T, L, in_ptr, in_info, core_nb, core_ab, core_ts, core_ev_cyc,
+                    core_fire_cyc, ax_info, wrow, th_pos, th_neg, v_reset, v_init, bias, leak,
+                    shift, rmode, nmode, lmode, neu_layer, rt_ptr, rt_info, pair_lptr,
+                    pair_links, pair_cyc, vlo, vhi, slots, leak_fn, weight_fn,
+                    ws_ev_ax[w], ws_ev_p[w], ws_ev_n[w], ws_V[w], ws_acc[w], ws_pair_cnt[w],
+                    ws_pair_touched[w], ws_link_tick[w], ws_link_touched[w],
                     out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
-                    tick_cycles, cnt_all, v_all, record):
-    """Float twin of :func:`run_batch` (float64 weights [wrow], registers, V; decay per neuron)."""
-    B = payloads.shape[0]
-    N = th_pos.size
-    C = core_ts.size
-    for w in prange(workers):
-        act_ax = np.empty((slots, cap), np.int64)
-        act_p = np.empty((slots, cap), np.uint8)
-        act_n = np.zeros(slots, np.int64)
-        V = np.empty(N, np.float64)
-        acc = np.zeros(N, np.float64)
-        core_ev = np.zeros(C, np.int64)
-        link_tick = np.zeros(max(n_links, 1), np.int64)
-        touched = np.empty(max(n_links, 1), np.int64)
-        for b in range(w, B, workers):
-            _run_sample_float(b, payloads, T, L, in_ptr, in_gax, in_delay,
-                              core_nb, core_ts, core_ev_cyc, core_fire_cyc,
-                              ax_off, ax_nnz, wrow, ax_sops1, ax_core, ax_graded,
-                              th_pos, th_neg, v_reset, v_init, bias, leak, decay, rmode, nmode,
-                              lmode, neu_layer, rt_ptr, rt_gax, rt_delay, rt_hops, rt_xhops,
-                              rt_lptr, rt_links, vlo, vhi, graded_bits, hop_cyc, xhop_cyc, slots,
-                              act_ax, act_p, act_n, V, acc, core_ev, link_tick, touched,
-                              out_counts, v_out, out_glob, layer_spk, stats, core_busy,
-                              link_total, tick_cycles, cnt_all, v_all, record)
+                    tick_cycles, cnt_all, v_all, record)
 
 
 @njit(cache=True, nogil=True)
@@ -466,3 +288,7 @@ def xy_links(sx, sy, dx, dy, width, mesh_x, mesh_y):
                 hops[e] += 1
             y = ny
     return ptr, links, hops, xhops
+
+
+__all__ = ["run_batch", "xy_links", "leak_int", "leak_float", "weight_int", "weight_float",
+           "N_STATS"]

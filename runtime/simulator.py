@@ -29,33 +29,32 @@ from runtime import kernels
 from runtime.image import ChipImage
 
 
+REG_NAMES = ("th_pos", "th_neg", "v_reset", "v_init", "bias", "leak", "shift", "reset_mode",
+             "neg_mode", "leak_mode")
+_MODE_REGS = ("reset_mode", "neg_mode", "leak_mode")
+
+
 @dataclass
 class Tables:
-    """Kernel-ready arrays of one image (all contiguous int64 unless noted)."""
+    """Kernel-ready arrays of one image (contiguous int64 unless noted; kernels.py names the
+    columns of the ``*_info`` tables)."""
 
-    in_ptr: np.ndarray
-    in_gax: np.ndarray
-    in_delay: np.ndarray
-    core_nb: np.ndarray
-    core_ts: np.ndarray
-    core_ev_cyc: np.ndarray
-    core_fire_cyc: np.ndarray
-    ax_off: np.ndarray         # offset of each axon's dense row in wrow
-    ax_nnz: np.ndarray         # nonzero weights per axon (logical SOPs per event)
+    in_ptr: np.ndarray         # input element -> its entries in in_info
+    in_info: np.ndarray        # [E_in, 6] host injection entries
+    core_nb: np.ndarray        # neuron prefix per core
+    core_ab: np.ndarray        # axon prefix per core
+    core_ts: np.ndarray        # tick_start per core
+    core_ev_cyc: np.ndarray    # integrate cycles per event
+    core_fire_cyc: np.ndarray  # fire cycles per tick (without packets)
+    ax_info: np.ndarray        # [A, 4] row offset, nnz, one-bit SOPs per event, core
     wrow: np.ndarray           # int8 dense rows (axon x core neurons), core by core
-    ax_sops1: np.ndarray
-    ax_core: np.ndarray
-    ax_graded: np.ndarray      # bool
-    regs: tuple
+    regs: tuple                # 10 register arrays over global neurons (NeuronRegs order)
     neu_layer: np.ndarray
-    rt_ptr: np.ndarray
-    rt_gax: np.ndarray
-    rt_delay: np.ndarray
-    rt_hops: np.ndarray
-    rt_xhops: np.ndarray
-    rt_lptr: np.ndarray
-    rt_links: np.ndarray
-    cap: int
+    rt_ptr: np.ndarray         # neuron -> its entries in rt_info
+    rt_info: np.ndarray        # [R, 6] route entries
+    pair_lptr: np.ndarray      # core pair -> its XY links
+    pair_links: np.ndarray
+    pair_cyc: np.ndarray       # path cycles of each core pair (0 for host)
     n_links: int
     out_glob: np.ndarray
     out_th: np.ndarray
@@ -69,25 +68,44 @@ def _i64(a) -> np.ndarray:
 
 def dense_rows(image: ChipImage) -> tuple[np.ndarray, np.ndarray]:
     """(row offsets [A], int8 rows): axon a's weights over its core's neurons."""
+    ax_off, rows, _, _ = _rows_and_counts(image)
+    return ax_off, rows
+
+
+def _rows_and_counts(image: ChipImage):
+    """Dense rows plus, per axon, nonzero weights and set weight bits: built core by core so
+    peak memory stays at one decoded core (VGG9: 96 MB of rows, no global nonzero tables)."""
     a = image.a
     nb_ = a["core_neuron_base"].astype(np.int64)
     ab = a["core_axon_base"].astype(np.int64)
     n_per, a_per = np.diff(nb_), np.diff(ab)
     core_off = np.concatenate([[0], np.cumsum(n_per * a_per)])
     rows = np.empty(int(core_off[-1]), np.int8)
+    nnz = np.zeros(image.n_axons, np.int64)
+    bits = np.zeros(image.n_axons, np.int64)
     for c in range(image.n_cores):
-        rows[core_off[c]:core_off[c + 1]] = image.weights(c).reshape(-1)
-    ax_off = core_off[image.core_of_axon] + (np.arange(image.n_axons) - ab[image.core_of_axon]) * \
-        n_per[image.core_of_axon]
-    return ax_off.astype(np.int64), rows
+        w = image.weights(c)
+        rows[core_off[c]:core_off[c + 1]] = w.reshape(-1)
+        wb = int(a["core_w"][c])
+        pattern = w if wb == 1 else (w & ((1 << wb) - 1))
+        pop = np.zeros_like(pattern)
+        for k in range(wb):
+            pop += (pattern >> k) & 1
+        nnz[ab[c]:ab[c + 1]] = np.count_nonzero(w, axis=1)
+        bits[ab[c]:ab[c + 1]] = pop.sum(axis=1)
+    core = image.core_of_axon
+    ax_off = core_off[core] + (np.arange(image.n_axons) - ab[core]) * n_per[core]
+    return ax_off.astype(np.int64), rows, nnz, bits
 
 
 def tables(image: ChipImage, weights_override=None) -> Tables:
     """Build (or fetch the cached) kernel tables; ``weights_override`` replaces the dense
-    weight rows (same layout as :func:`dense_rows`, used by noise models)."""
+    weight rows (same layout as :func:`dense_rows`)."""
     cached = getattr(image, "_tables", None)
-    if cached is not None and weights_override is None:
-        return cached
+    if cached is not None:
+        if weights_override is None:
+            return cached
+        return dataclasses.replace(cached, wrow=np.ascontiguousarray(weights_override))
     a, spec = image.a, image.spec
     nb_ = _i64(a["core_neuron_base"])
     n_per = np.diff(nb_)
@@ -95,49 +113,49 @@ def tables(image: ChipImage, weights_override=None) -> Tables:
     cols = n_per * w
     ev = spec.event_cycles + (cols + spec.cols_per_cycle - 1) // spec.cols_per_cycle
     fire = (n_per + spec.neurons_per_cycle - 1) // spec.neurons_per_cycle
-    ax_ptr, ax_nrn, ax_w = image.axon_table
-    ax_off, wrow = dense_rows(image)
-    # one-bit SOPs per event: set bits of the stored w-bit pattern
-    core_of_nz = image.core_of_neuron[ax_nrn] if ax_nrn.size else np.zeros(0, np.int64)
-    wbits = w[core_of_nz] if ax_nrn.size else np.zeros(0, np.int64)
-    pattern = np.where(wbits == 1, ax_w, ax_w & ((1 << wbits) - 1))
-    pop = np.zeros(ax_w.size, np.int64)
-    for b in range(8):
-        pop += (pattern >> b) & 1
-    ax_of = np.repeat(np.arange(image.n_axons), np.diff(ax_ptr))
-    ax_sops1 = np.bincount(ax_of, weights=pop, minlength=image.n_axons).astype(np.int64)
+    ax_off, wrow, nnz, bits = _rows_and_counts(image)
     graded = np.zeros(image.n_axons, np.bool_)
     graded[image.in_gaxon] = True
+    ax_core = image.core_of_axon.astype(np.int64)
+    ax_info = np.stack([ax_off, nnz, np.where(graded, bits * spec.payload_bits, bits), ax_core],
+                       axis=1)
     rb = _i64(a["neu_route_base"])
     src_core = np.repeat(image.core_of_neuron, np.diff(rb))
     gax = image.gaxon
     host = gax < 0
     dst_core = src_core.copy()
-    dst_core[~host] = image.core_of_axon[gax[~host]]
+    dst_core[~host] = ax_core[gax[~host]]
+    # core pairs: packets between the same two cores share one XY path
+    C = image.n_cores
+    uniq, pair = np.unique(src_core * (C + 1) + np.where(host, C, dst_core), return_inverse=True)
+    ps, pd = uniq // (C + 1), uniq % (C + 1)
     cw, ch = image.meta["board"]["grid"]
     chip = a["core_chip"].astype(np.int64)
-    X = (chip % cw) * spec.mesh_x + a["core_x"]
-    Y = (chip // cw) * spec.mesh_y + a["core_y"]
-    lptr, links, hops, xhops = kernels.xy_links(
-        _i64(X[src_core]), _i64(Y[src_core]), _i64(X[dst_core]), _i64(Y[dst_core]),
-        cw * spec.mesh_x, spec.mesh_x, spec.mesh_y)
+    X = (chip % cw) * spec.mesh_x + a["core_x"].astype(np.int64)
+    Y = (chip // cw) * spec.mesh_y + a["core_y"].astype(np.int64)
+    phost = pd == C
+    pdc = np.where(phost, ps, pd)
+    lptr, links, hops, xhops = kernels.xy_links(_i64(X[ps]), _i64(Y[ps]), _i64(X[pdc]),
+                                                _i64(Y[pdc]), cw * spec.mesh_x, spec.mesh_x,
+                                                spec.mesh_y)
+    pair_cyc = hops * spec.hop_cycles + xhops * spec.interchip_hop_cycles
+    rt_info = np.stack([gax, _i64(a["rt_delay"]), np.where(host, -1, dst_core),
+                        hops[pair], xhops[pair], pair], axis=1)
+    in_info = np.stack([image.in_gaxon, _i64(a["in_rt_delay"]), ax_core[image.in_gaxon],
+                        np.zeros_like(image.in_gaxon), np.zeros_like(image.in_gaxon),
+                        np.zeros_like(image.in_gaxon)], axis=1)
     regs_ = image.regs(np.arange(image.n_neurons))
-    regs = tuple(_i64(getattr(regs_, k)) for k in (
-        "th_pos", "th_neg", "v_reset", "v_init", "bias", "leak", "shift", "reset_mode",
-        "neg_mode", "leak_mode"))
+    regs = tuple(_i64(getattr(regs_, k)) for k in REG_NAMES)
     out_glob = _i64(image.meta["output"]["global"])
     t = Tables(
-        in_ptr=_i64(a["in_route_base"]), in_gax=_i64(image.in_gaxon),
-        in_delay=_i64(a["in_rt_delay"]), core_nb=nb_, core_ts=_i64(a["core_tick_start"]),
-        core_ev_cyc=_i64(ev), core_fire_cyc=_i64(fire), ax_off=ax_off,
-        ax_nnz=_i64(np.diff(ax_ptr)),
+        in_ptr=_i64(a["in_route_base"]), in_info=_i64(in_info), core_nb=nb_,
+        core_ab=_i64(a["core_axon_base"]), core_ts=_i64(a["core_tick_start"]),
+        core_ev_cyc=_i64(ev), core_fire_cyc=_i64(fire), ax_info=_i64(ax_info),
         wrow=np.ascontiguousarray(wrow if weights_override is None else weights_override),
-        ax_sops1=ax_sops1, ax_core=_i64(image.core_of_axon), ax_graded=graded, regs=regs,
-        neu_layer=_i64(a["core_layer"][image.core_of_neuron]), rt_ptr=rb, rt_gax=_i64(gax),
-        rt_delay=_i64(a["rt_delay"]), rt_hops=_i64(np.where(host, 0, hops)),
-        rt_xhops=_i64(np.where(host, 0, xhops)), rt_lptr=_i64(lptr), rt_links=_i64(links),
-        cap=int(gax.size + image.in_gaxon.size + 1), n_links=int(cw * spec.mesh_x * ch
-                                                                  * spec.mesh_y * 4),
+        regs=regs, neu_layer=_i64(a["core_layer"][image.core_of_neuron]), rt_ptr=rb,
+        rt_info=_i64(rt_info), pair_lptr=_i64(lptr), pair_links=_i64(links),
+        pair_cyc=_i64(np.where(phost, 0, pair_cyc)),
+        n_links=int(cw * spec.mesh_x * ch * spec.mesh_y * 4),
         out_glob=out_glob, out_th=regs[0][out_glob],
         out_scale=np.asarray(image.meta["output"]["scale"], np.float64),
         neurons_per_core=n_per)
@@ -146,9 +164,25 @@ def tables(image: ChipImage, weights_override=None) -> Tables:
     return t
 
 
-REG_NAMES = ("th_pos", "th_neg", "v_reset", "v_init", "bias", "leak", "shift", "reset_mode",
-             "neg_mode", "leak_mode")
-_MODE_REGS = ("reset_mode", "neg_mode", "leak_mode")
+def _workspace(image: ChipImage, tb: Tables, workers: int, analog: bool) -> tuple:
+    """Per-worker scratch arrays, allocated once per image and number system and reused: fresh
+    100 MB buffers on every call cost more in page faults than a sample's simulation."""
+    key = (workers, analog)
+    cache = image.__dict__.setdefault("_workspaces", {})
+    if key not in cache:
+        slots, A, C, N = image.spec.axon_slots, max(image.n_axons, 1), image.n_cores, \
+            image.n_neurons
+        P, NL = max(tb.pair_cyc.size, 1), max(tb.n_links, 1)
+        cache[key] = (np.zeros((workers, slots, A), np.int32),
+                      np.zeros((workers, slots, A), np.uint8),
+                      np.zeros((workers, slots, C), np.int32),
+                      np.zeros((workers, N), np.float64 if analog else np.int64),
+                      np.zeros((workers, N), np.float64 if analog else np.int32),
+                      np.zeros((workers, P), np.int64), np.zeros((workers, P), np.int64),
+                      np.zeros((workers, NL), np.int64), np.zeros((workers, NL), np.int64))
+    return cache[key]
+
+
 
 
 def instance_tables(image: ChipImage, instance) -> tuple[Tables, bool]:
@@ -329,9 +363,10 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
     cnt_all = np.zeros((B, N) if record else (1, 1), np.int64)
     v_all = np.zeros((B, N) if record else (1, 1), vdt)
     vlo, vhi = spec.membrane_range
-    kernel = kernels.run_batch
+    leak_fn, weight_fn = kernels.leak_int, kernels.weight_int
     if analog:
-        kernel, vlo, vhi = kernels.run_batch_float, float(vlo), float(vhi)
+        leak_fn, weight_fn = kernels.leak_float, kernels.weight_float
+        vlo, vhi = float(vlo), float(vhi)
     pb = None
     if progress:
         from tqdm import tqdm
@@ -341,15 +376,15 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
         j = min(B, i + batch)
         chunk = np.ascontiguousarray(p[:, i:j].transpose(1, 0, 2))
         bsz = j - i
+        nw = min(workers, bsz)
+        ws = _workspace(image, tb, nw, analog)
         cb = np.zeros((bsz, C), np.int64)
         lt = np.zeros((bsz, max(tb.n_links, 1)), np.int64)
-        kernel(
-            chunk, T, L, min(workers, bsz), tb.in_ptr, tb.in_gax, tb.in_delay,
-            tb.core_nb, tb.core_ts, tb.core_ev_cyc, tb.core_fire_cyc,
-            tb.ax_off, tb.ax_nnz, tb.wrow, tb.ax_sops1, tb.ax_core, tb.ax_graded,
-            *tb.regs, tb.neu_layer, tb.rt_ptr, tb.rt_gax, tb.rt_delay, tb.rt_hops, tb.rt_xhops,
-            tb.rt_lptr, tb.rt_links, vlo, vhi, spec.payload_bits, spec.hop_cycles,
-            spec.interchip_hop_cycles, spec.axon_slots, tb.cap, tb.n_links,
+        kernels.run_batch(
+            chunk, T, L, nw, tb.in_ptr, tb.in_info, tb.core_nb, tb.core_ab, tb.core_ts,
+            tb.core_ev_cyc, tb.core_fire_cyc, tb.ax_info, tb.wrow, *tb.regs, tb.neu_layer,
+            tb.rt_ptr, tb.rt_info, tb.pair_lptr, tb.pair_links, tb.pair_cyc, vlo, vhi,
+            spec.axon_slots, leak_fn, weight_fn, *ws,
             out_counts[i:j], v_out[i:j], tb.out_glob, layer_spk[i:j], stats[i:j], cb, lt,
             tick_cycles[i:j], cnt_all[i:j] if record else cnt_all,
             v_all[i:j] if record else v_all, record)
@@ -393,4 +428,4 @@ def run(image: ChipImage, x: np.ndarray, *, timesteps: int | None = None,
     return run_payloads(image, payloads, encoding=name, **kw)
 
 
-__all__ = ["run", "run_payloads", "RunResult", "tables", "instance_tables", "math"]
+__all__ = ["run", "run_payloads", "RunResult", "tables", "instance_tables", "dense_rows"]
