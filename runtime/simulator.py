@@ -15,7 +15,6 @@ are assumed free (host links are outside the model).
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from compiler.errors import SimulationError
 from compiler.reference import score
 from runtime import kernels
 from runtime.image import ChipImage
-
 
 REG_NAMES = ("th_pos", "th_neg", "v_reset", "v_init", "bias", "leak", "shift", "reset_mode",
              "neg_mode", "leak_mode")
