@@ -23,14 +23,16 @@ pair, not per packet.
 
 One generic loop serves both number systems: the integer path (int64 membranes, int32
 accumulators, arithmetic-shift and 12-bit multiplicative leaks) and the float path of analog
-noise instances (float64 everywhere, leak v - v * decay); the leak rule and the weight cast are
-passed in as jitted functions, so Numba compiles a specialised loop for each.
+noise instances (float64 everywhere, leak v - v * decay). The leak rule and the weight cast are
+``overload``s resolved by type at compile time (jitted functions passed as arguments would break
+Numba's on-disk cache), so Numba compiles a specialised loop for each.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 # stats columns of the per-sample counters
 ST_SOPS, ST_SOPS1, ST_PACKETS, ST_HOPS, ST_XHOPS, ST_CYCLES, ST_IN_EVENTS, ST_SPIKES = range(8)
@@ -52,38 +54,65 @@ def _sat(v, lo, hi):
     return v
 
 
-@njit(cache=True, nogil=True)
-def leak_int(v, mode, leak, shift, lo, hi):
-    """chip.md leak: ADD saturating, SHIFT v - (v >> k), MULT sign(v)*((|v|*(4096-d)) >> 12)."""
+def leak(v, mode, lk, shift, lo, hi):
+    """The leak rule, resolved at compile time by the membrane type (see the overload)."""
+    if isinstance(v, (float, np.floating)):
+        if mode == 1:
+            return min(max(v + lk, lo), hi)
+        return v - v * shift if mode in (2, 3) else v
     if mode == 1:
-        return _sat(v + leak, lo, hi)
+        return min(max(v + lk, lo), hi)
     if mode == 2:
         return v - (v >> shift)
     if mode == 3:
-        if v >= 0:
-            return (v * (4096 - leak)) >> 12
-        return -(((-v) * (4096 - leak)) >> 12)
+        return (v * (4096 - lk)) >> 12 if v >= 0 else -(((-v) * (4096 - lk)) >> 12)
     return v
 
 
-@njit(cache=True, nogil=True)
-def leak_float(v, mode, leak, decay, lo, hi):
-    """Analog leak: ADD v + leak (saturating), SHIFT/MULT v - v * decay (decay per neuron)."""
-    if mode == 1:
-        return _sat(v + leak, lo, hi)
-    if mode == 2 or mode == 3:
-        return v - v * decay
-    return v
+@overload(leak, jit_options={"nogil": True})
+def _leak_impl(v, mode, lk, shift, lo, hi):
+    if isinstance(v, types.Integer):
+        def int_leak(v, mode, lk, shift, lo, hi):
+            """chip.md: ADD saturating, SHIFT v - (v >> k), MULT sign(v)*((|v|*(4096-d)) >> 12)."""
+            if mode == 1:
+                return _sat(v + lk, lo, hi)
+            if mode == 2:
+                return v - (v >> shift)
+            if mode == 3:
+                if v >= 0:
+                    return (v * (4096 - lk)) >> 12
+                return -(((-v) * (4096 - lk)) >> 12)
+            return v
+        return int_leak
+    if isinstance(v, types.Float):
+        def float_leak(v, mode, lk, shift, lo, hi):
+            """Analog: ADD v + leak (saturating), SHIFT/MULT v - v * decay (``shift`` holds the
+            per-neuron decay 2**-k or d/4096 on analog tables)."""
+            if mode == 1:
+                return _sat(v + lk, lo, hi)
+            if mode == 2 or mode == 3:
+                return v - v * shift
+            return v
+        return float_leak
+    return None
 
 
-@njit(cache=True, nogil=True)
-def weight_int(w):
-    return np.int32(w)          # same-width int32 multiply-add: LLVM vectorizes the row loop
+def wcast(w):
+    """Weight/payload operand of the accumulate: int32 for integers, unchanged floats."""
+    return w if isinstance(w, (float, np.floating)) else np.int32(w)
 
 
-@njit(cache=True, nogil=True)
-def weight_float(w):
-    return np.float64(w)
+@overload(wcast, jit_options={"nogil": True})
+def _wcast_impl(w):
+    if isinstance(w, types.Integer):
+        def to_i32(w):
+            return np.int32(w)      # same-width int32 multiply-add: LLVM vectorizes the row loop
+        return to_i32
+    if isinstance(w, types.Float):
+        def keep(w):
+            return w
+        return keep
+    return None
 
 
 @njit(cache=True, nogil=True)
@@ -96,9 +125,9 @@ def _deliver(sl, g, c, p, core_ab, ev_ax, ev_p, ev_n):
 
 @njit(cache=True, nogil=True)
 def _sample(b, payloads, T, L, in_ptr, in_info, core_nb, core_ab, core_ts, core_ev_cyc,
-            core_fire_cyc, ax_info, wrow, th_pos, th_neg, v_reset, v_init, bias, leak, shift,
+            core_fire_cyc, ax_info, wrow, th_pos, th_neg, v_reset, v_init, bias, lk_reg, shift,
             rmode, nmode, lmode, neu_layer, rt_ptr, rt_info, pair_lptr, pair_links, pair_cyc,
-            vlo, vhi, slots, leak_fn, weight_fn,
+            vlo, vhi, slots,
             ev_ax, ev_p, ev_n, V, acc, pair_cnt, pair_touched, link_tick, link_touched,
             out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
             tick_cycles, cnt_all, v_all, record):
@@ -137,20 +166,20 @@ def _sample(b, payloads, T, L, in_ptr, in_info, core_nb, core_ab, core_ts, core_
             a0 = core_ab[c]
             for k in range(n_ev):
                 a = ev_ax[s, a0 + k]
-                p = weight_fn(ev_p[s, a0 + k])
+                p = wcast(ev_p[s, a0 + k])
                 off = ax_info[a, AX_OFF]
                 sops += ax_info[a, AX_NNZ]
                 sops1 += ax_info[a, AX_SOPS1]
                 row = wrow[off:off + n_row]
                 for j in range(n_row):
-                    dst[j] += p * weight_fn(row[j])
+                    dst[j] += p * wcast(row[j])
             ev_n[s, c] = 0
             t0 = core_ts[c]
             if tau < t0 or tau >= t0 + T:
                 continue
             pk = 0
             for n in range(base, base + n_row):
-                v = leak_fn(V[n], lmode[n], leak[n], shift[n], vlo, vhi)
+                v = leak(V[n], lmode[n], lk_reg[n], shift[n], vlo, vhi)
                 v = _sat(v + acc[n] + bias[n], vlo, vhi)
                 acc[n] = 0
                 if v >= th_pos[n]:
@@ -230,7 +259,7 @@ def _sample(b, payloads, T, L, in_ptr, in_info, core_nb, core_ab, core_ts, core_
 def run_batch(payloads, T, L, workers, in_ptr, in_info, core_nb, core_ab, core_ts, core_ev_cyc,
               core_fire_cyc, ax_info, wrow, th_pos, th_neg, v_reset, v_init, bias, leak, shift,
               rmode, nmode, lmode, neu_layer, rt_ptr, rt_info, pair_lptr, pair_links, pair_cyc,
-              vlo, vhi, slots, leak_fn, weight_fn,
+              vlo, vhi, slots,
               ws_ev_ax, ws_ev_p, ws_ev_n, ws_V, ws_acc, ws_pair_cnt, ws_pair_touched,
               ws_link_tick, ws_link_touched,
               out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
@@ -243,7 +272,7 @@ def run_batch(payloads, T, L, workers, in_ptr, in_info, core_nb, core_ab, core_t
             _sample(b, payloads, T, L, in_ptr, in_info, core_nb, core_ab, core_ts, core_ev_cyc,
                     core_fire_cyc, ax_info, wrow, th_pos, th_neg, v_reset, v_init, bias, leak,
                     shift, rmode, nmode, lmode, neu_layer, rt_ptr, rt_info, pair_lptr,
-                    pair_links, pair_cyc, vlo, vhi, slots, leak_fn, weight_fn,
+                    pair_links, pair_cyc, vlo, vhi, slots,
                     ws_ev_ax[w], ws_ev_p[w], ws_ev_n[w], ws_V[w], ws_acc[w], ws_pair_cnt[w],
                     ws_pair_touched[w], ws_link_tick[w], ws_link_touched[w],
                     out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
@@ -290,5 +319,4 @@ def xy_links(sx, sy, dx, dy, width, mesh_x, mesh_y):
     return ptr, links, hops, xhops
 
 
-__all__ = ["run_batch", "xy_links", "leak_int", "leak_float", "weight_int", "weight_float",
-           "N_STATS"]
+__all__ = ["run_batch", "xy_links", "leak", "wcast", "N_STATS"]

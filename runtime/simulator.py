@@ -361,9 +361,7 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
     cnt_all = np.zeros((B, N) if record else (1, 1), np.int64)
     v_all = np.zeros((B, N) if record else (1, 1), vdt)
     vlo, vhi = spec.membrane_range
-    leak_fn, weight_fn = kernels.leak_int, kernels.weight_int
     if analog:
-        leak_fn, weight_fn = kernels.leak_float, kernels.weight_float
         vlo, vhi = float(vlo), float(vhi)
     pb = None
     if progress:
@@ -382,7 +380,7 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
             chunk, T, L, nw, tb.in_ptr, tb.in_info, tb.core_nb, tb.core_ab, tb.core_ts,
             tb.core_ev_cyc, tb.core_fire_cyc, tb.ax_info, tb.wrow, *tb.regs, tb.neu_layer,
             tb.rt_ptr, tb.rt_info, tb.pair_lptr, tb.pair_links, tb.pair_cyc, vlo, vhi,
-            spec.axon_slots, leak_fn, weight_fn, *ws,
+            spec.axon_slots, *ws,
             out_counts[i:j], v_out[i:j], tb.out_glob, layer_spk[i:j], stats[i:j], cb, lt,
             tick_cycles[i:j], cnt_all[i:j] if record else cnt_all,
             v_all[i:j] if record else v_all, record)
