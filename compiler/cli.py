@@ -1,4 +1,4 @@
-"""snnc: compile | inspect | verify (docs/cli.md)."""
+"""snnc: compile | inspect | verify | convert-report | export-nir (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,71 @@ def cli(debug: bool, verbose: int) -> None:
         logging.getLogger().setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
 
 
+def _conversion_options(f):
+    """ANN -> SNN conversion options (an ONNX CNN; frontends/convert_ann.py)."""
+    opts = [
+        click.option("--maxpool", default="error", show_default=True,
+                     type=click.Choice(["error", "avg"]),
+                     help="ONNX CNN MaxPool: refuse, or replace by AvgPool (lossy)."),
+        click.option("--threshold", default="p99.9", show_default=True,
+                     help="ONNX CNN: IF threshold rule, pNN.N percentile of the calibration "
+                          "activations or max (Clip bounds are used as they are)."),
+        click.option("--threshold-per-channel", is_flag=True,
+                     help="ONNX CNN: one threshold per channel instead of per layer."),
+        click.option("--v-init", default="half", show_default=True,
+                     type=click.Choice(["half", "zero"]),
+                     help="ONNX CNN: initial membrane threshold/2 (QCFS) or 0."),
+        click.option("--calibrate-vinit", is_flag=True,
+                     help="ONNX CNN: per-neuron v_init calibration (Phase II) at --timesteps."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _nir_options(f, dt: bool = True):
+    """NIR import options (frontends/nir_io.py)."""
+    opts = [
+        click.option("--dt", default=None, type=float,
+                     help="NIR: time step (default: the file's metadata or the convention's)."),
+    ] if dt else []
+    opts += [
+        click.option("--nir-convention", default=None,
+                     type=click.Choice(["nir", "snnc", "snntorch", "norse", "sinabs", "rockpool",
+                                        "spyx", "lava"]),
+                     help="NIR: the framework that wrote the file (reset, spike predicate, dt)."),
+        click.option("--cubalif", default="error", show_default=True,
+                     type=click.Choice(["error", "lif"]),
+                     help="NIR CubaLIF: refuse, or drop the synaptic filter (lossy)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict,
+              save_snn=None):
+    """An ONNX CNN or a .nir file -> (Graph, source dict); an SNN .onnx -> (path, None)."""
+    from compiler.backend.emit import file_sha256
+    from frontends import is_ann_file, load_model
+
+    path = Path(model)
+    source = {"path": path.name, "sha256": file_sha256(path)}
+    if path.suffix.lower() == ".nir":
+        return load_model(path, shape, **nir_opts), source
+    if not is_ann_file(path):
+        if save_snn:
+            raise click.UsageError("--save-snn applies to ONNX CNNs (converted models) only")
+        return model, None
+    graph = load_model(path, shape, calib=calib_x, timesteps=timesteps, **conversion)
+    if save_snn:
+        from frontends.onnx_io import export_onnx
+        export_onnx(graph, save_snn)
+        source = {"path": Path(save_snn).name, "sha256": file_sha256(save_snn),
+                  "converted_from": source}
+    return graph, source
+
+
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output chip.bin path.")
@@ -68,11 +133,20 @@ def cli(debug: bool, verbose: int) -> None:
               help="Write dumps to DIR/after-PASS.txt instead of stdout.")
 @click.option("--stop-after", default=None, help="Stop the pipeline after this pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the compile report as JSON.")
+@_conversion_options
+@_nir_options
+@click.option("--save-snn", type=click.Path(dir_okay=False), default=None,
+              help="ONNX CNN: also write the converted SNN (ai.snnc ONNX) for snnc verify.")
 @debug_option
 def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, calib, calib_limit,
             timesteps, encoding, leak, seed, strict, input_shape, estimate, dump_after, dump_dir,
-            stop_after, as_json, debug):
-    """Compile MODEL (.onnx, .nir) into a chip image."""
+            stop_after, as_json, maxpool, threshold, threshold_per_channel, v_init,
+            calibrate_vinit, dt, nir_convention, cubalif, save_snn, debug):
+    """Compile MODEL (.onnx SNN or CNN, .nir) into a chip image.
+
+    An ONNX CNN (ReLU/Clip activations) is converted to IF neurons first; that needs --calib.
+    A .nir file needs --nir-convention (and --dt) unless snnc wrote it.
+    """
     from compiler import compile_model
     from compiler.passes import PASS_NAMES
 
@@ -82,6 +156,13 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         raise SnnError(f"model file '{model}' not found")
     spec = _spec(chip)
     shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
+    calib_x = load_calib(calib, calib_limit)
+    model_in, source = _frontend(model, calib_x, shape, timesteps,
+                                 dict(maxpool=maxpool, threshold=threshold,
+                                      per_channel=threshold_per_channel, v_init=v_init,
+                                      calibrate_vinit=calibrate_vinit),
+                                 dict(dt=dt, nir_convention=nir_convention, cubalif=cubalif),
+                                 save_snn)
 
     def dump(name: str, text: str) -> None:
         if dump_dir:
@@ -93,10 +174,12 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
     if estimate:
         stop_after = "partition"
     prog = compile_model(
-        model, spec, bits=_bits(bits), per_channel=per_channel, clip=clip, chips=chips,
-        calib=load_calib(calib, calib_limit), timesteps=timesteps, encoding=encoding, seed=seed,
+        model_in, spec, bits=_bits(bits), per_channel=per_channel, clip=clip, chips=chips,
+        calib=calib_x, timesteps=timesteps, encoding=encoding, seed=seed,
         strict=strict, leak=leak, auto_sqnr=auto_sqnr, input_shape=shape,
         dump_after=set(dump_after), stop_after=stop_after, dump=dump)
+    if source is not None:
+        prog.source = source
     summary = prog.summary()
     report = _report(prog, summary)
     if estimate:
@@ -296,6 +379,124 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
         "runtime_agreement": float(np.mean(pr == pq)), "bit_exact": bool(exact),
         "first_divergence": first, "warnings": warnings,
     }
+
+
+@cli.command("convert-report")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--calib", required=True, help="Calibration data: digits or FILE.npz.")
+@click.option("--calib-limit", default=512, show_default=True, help="Calibration samples.")
+@click.option("--data", default="digits", show_default=True,
+              help="Test data: digits | npz:FILE | mnist:DIR | cifar10:DIR (test split).")
+@click.option("--limit", default=None, type=int, help="Use the first N test samples.")
+@click.option("--timesteps", default="4,8,16,32,64", show_default=True,
+              help="Comma-separated T values.")
+@click.option("--chip", default="picore64", show_default=True, help="picore64 or a spec FILE.")
+@click.option("--bits", default="8", show_default=True, help="Weight width 1|2|4|8 or auto.")
+@click.option("--per-channel", is_flag=True, help="One weight scale per output channel.")
+@click.option("--clip", default="max", show_default=True, help="Weight range: max or pNN.N.")
+@click.option("--input-shape", default=None, help="C,H,W for models without shape information.")
+@click.option("--runtime", "use_runtime", is_flag=True,
+              help="Also compile each T to a chip image and run the cycle-level runtime.")
+@_conversion_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@debug_option
+def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits, per_channel,
+                   clip, input_shape, use_runtime, maxpool, threshold, threshold_per_channel,
+                   v_init, calibrate_vinit, as_json, debug):
+    """ANN accuracy vs converted SNN accuracy (float and quantized reference) per T."""
+    from frontends.convert_ann import report
+    from frontends.datasets import load_dataset
+    from frontends.onnx_io import import_ann
+
+    try:
+        ts = [int(t) for t in timesteps.split(",") if t.strip()]
+    except ValueError as e:
+        raise click.BadParameter(f"'{timesteps}' is not a comma-separated list of integers",
+                                 param_hint="--timesteps") from e
+    if not ts or min(ts) < 1:
+        raise click.BadParameter("need at least one T >= 1", param_hint="--timesteps")
+    if not Path(model).is_file():
+        raise SnnError(f"model file '{model}' not found")
+    shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
+    ann = import_ann(model, input_shape=shape, maxpool=maxpool)
+    ds = load_dataset(data, split="test", limit=limit)
+    res = report(ann, load_calib(calib, calib_limit), ds.x, ds.y, ts, bits=_bits(bits),
+                 weight_per_channel=per_channel, clip=clip, spec=_spec(chip),
+                 runtime=use_runtime, threshold=threshold, per_channel=threshold_per_channel,
+                 v_init=v_init, calibrate_vinit=calibrate_vinit)
+    res["data"] = data
+    if as_json:
+        echo_json(res)
+        return
+    ort = res["onnxruntime_check"]
+    click.echo(f"{model}: ANN accuracy {100 * res['ann_accuracy']:.2f}% on {data} "
+               f"(n={res['n']}); onnxruntime check: "
+               + ("skipped" if not ort else
+                  f"max |diff| {ort['max_abs_diff']:.2e} ({'ok' if ort['ok'] else 'FAILED'})"))
+    for note in res["options"].get("notes", []):
+        click.echo(f"note: {note}")
+    head = ["T", "ANN", "SNN float", f"SNN {bits}-bit", "float/int agree"]
+    rows = []
+    for r in res["rows"]:
+        row = [r["timesteps"], f"{100 * r['ann_accuracy']:.2f}%",
+               f"{100 * r['snn_float_accuracy']:.2f}%", f"{100 * r['snn_int_accuracy']:.2f}%",
+               f"{100 * r['float_int_agreement']:.2f}%"]
+        if use_runtime:
+            row.append(f"{100 * r['runtime_accuracy']:.2f}%")
+        rows.append(row)
+    click.echo(table(rows, head + (["chip runtime"] if use_runtime else [])))
+
+
+@cli.command("export-nir")
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output .nir path.")
+@click.option("--dt", default=None, type=float,
+              help="Time step written to the metadata (default: the model's, else 1.0).")
+@click.option("--calib", default=None, help="ONNX CNN: calibration data (digits or FILE.npz).")
+@click.option("--calib-limit", default=512, show_default=True, help="Calibration samples.")
+@click.option("--timesteps", default=8, show_default=True,
+              help="ONNX CNN: T for --calibrate-vinit.")
+@click.option("--input-shape", default=None, help="C,H,W for models without shape information.")
+@_conversion_options
+@lambda f: _nir_options(f, dt=False)
+@debug_option
+def export_nir_cmd(source, output, dt, calib, calib_limit, timesteps, input_shape, maxpool,
+                   threshold, threshold_per_channel, v_init, calibrate_vinit, nir_convention,
+                   cubalif, debug):
+    """Write SOURCE (a chip.bin or a model file) as NIR, with dt and reset mode in metadata.
+
+    A chip image exports its integer graph (runtime.image.load(...).unmap()); a model file
+    its float operator graph. Anything NIR cannot express is printed as a warning.
+    """
+    from compiler.backend import binfmt
+    from frontends.nir_io import export_nir
+
+    path = Path(source)
+    if not path.is_file():
+        raise SnnError(f"file '{source}' not found")
+    with open(path, "rb") as f:
+        is_image = f.read(len(binfmt.MAGIC)) == binfmt.MAGIC
+    if is_image:
+        from runtime.image import load
+        img = load(path)
+        graph = img.unmap()
+        graph.attrs["threshold_max"] = img.spec.threshold_max
+    else:
+        shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
+        graph, _ = _frontend(source, load_calib(calib, calib_limit), shape, timesteps,
+                             dict(maxpool=maxpool, threshold=threshold,
+                                  per_channel=threshold_per_channel, v_init=v_init,
+                                  calibrate_vinit=calibrate_vinit),
+                             dict(dt=None, nir_convention=nir_convention, cubalif=cubalif))
+        if not hasattr(graph, "attrs"):
+            from frontends import load_model
+            graph = load_model(graph, shape)
+    warnings = export_nir(graph, output, dt=dt)
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(f"wrote {output} ({'integer chip graph' if is_image else 'operator graph'}, "
+               f"{len(warnings)} lossy-translation warning(s))")
 
 
 def main() -> None:

@@ -1,8 +1,10 @@
 """Frontends: models in (nn.Module, .onnx, .nir) -> the graph IR at stage 'imported'.
 
 ``load_model`` is the one entry point the compiler and the CLIs use; it dispatches on the type
-of its argument or the file extension. Pickled PyTorch files are never loaded (unpickling runs
-arbitrary code): export them to ONNX first.
+of its argument, the file extension, and for .onnx on the content: an SNN in the ai.snnc form
+(frontends/onnx_io.py) or a standard ANN/CNN, converted to IF neurons with calibration data
+(frontends/convert_ann.py). ``.nir`` files go through frontends/nir_io.py. Pickled PyTorch files
+are never loaded (unpickling runs arbitrary code): export them to ONNX first.
 """
 
 from __future__ import annotations
@@ -15,14 +17,22 @@ from compiler.ir.graph import Graph
 MODEL_SUFFIXES = (".onnx", ".nir")
 
 
-def load_model(path_or_module, input_shape=None) -> Graph:
+def load_model(path_or_module, input_shape=None, *, calib=None, dt: float | None = None,
+               nir_convention: str | None = None, **options) -> Graph:
     """Import a model as a float operator graph (stage 'imported').
 
     Args:
         path_or_module: an ``nn.Module`` (native SNN), an existing ``Graph`` (returned as is), or
-            a path to a ``.onnx`` file (``.nir`` is reserved for the NIR importer).
+            a path to a ``.onnx`` (SNN or CNN, told apart by content) or ``.nir`` file.
         input_shape: one sample's shape (C, H, W); required for modules, optional for ONNX
             files that leave input dims symbolic.
+        calib: calibration images [N, C, H, W] in [0, 1]; needed to convert an ONNX CNN whose
+            activations are not all Clip-bounded.
+        dt, nir_convention: NIR import: the time step and the producer's conventions
+            (frontends/nir_io.py); read from the file's metadata when absent.
+        options: ANN conversion options (maxpool, threshold, per_channel, v_init,
+            calibrate_vinit, timesteps, check; frontends.onnx_io.load_onnx) or NIR options
+            (cubalif).
     Returns:
         The imported Graph.
     Raises:
@@ -40,7 +50,7 @@ def load_model(path_or_module, input_shape=None) -> Graph:
         return to_graph(path_or_module, input_shape)
     if not isinstance(path_or_module, (str, Path)):
         raise FrontendError(f"cannot load a model from a {type(path_or_module).__name__}",
-                            "pass an nn.Module, a Graph or a path to a .onnx file")
+                            "pass an nn.Module, a Graph or a path to a .onnx or .nir file")
     path = Path(path_or_module)
     suffix = path.suffix.lower()
     if suffix in (".pt", ".pth", ".ckpt", ".pkl"):
@@ -55,10 +65,19 @@ def load_model(path_or_module, input_shape=None) -> Graph:
     if not path.is_file():
         raise FrontendError(f"model file {path} not found", "check the path")
     if suffix == ".onnx":
-        from frontends.onnx_io import import_onnx
-        return import_onnx(path, input_shape=input_shape)
-    raise FrontendError(f"{path}: NIR import not available yet",
-                        "export the model to ONNX (frontends.onnx_io.export_onnx) meanwhile")
+        from frontends.onnx_io import load_onnx
+        return load_onnx(path, input_shape=input_shape, calib=calib, **options)
+    from frontends.nir_io import import_nir
+    return import_nir(path, dt=dt, convention=nir_convention, **options)
 
 
-__all__ = ["load_model"]
+def is_ann_file(path) -> bool:
+    """True if ``path`` is an ONNX file holding a standard ANN (to convert), not an SNN."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return False
+    from frontends.onnx_io import _check_file, is_ann_model
+    return is_ann_model(_check_file(path))
+
+
+__all__ = ["load_model", "is_ann_file", "MODEL_SUFFIXES"]

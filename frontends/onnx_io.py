@@ -47,18 +47,30 @@ Model metadata: 'snnc.format' = '1' and 'snnc.dt' (graph attrs['dt']). Round tri
 float64).
 
 Import (:func:`import_onnx`) reads that form and is table-driven: :data:`IMPORTERS` maps
-(domain, op_type) to a function; :func:`register_importer` is the extension point (the ANN->SNN
-conversion adds Relu & co there). Ops known to be ANN activations raise UnsupportedOpError with
-a conversion hint; anything else raises UnsupportedOpError with the node name and op. Besides the
-form above, import accepts what other exporters write for the same operators: Constant nodes,
-Gemm with alpha/beta/transB=0, MatMul by a constant (-> Linear), Reshape that flattens
-consecutive dims, Mul by a broadcast constant, Identity/Dropout (bypassed), and Add/Sum with a
-repeated operand (x + x -> Scale 2, since a graph edge cannot repeat).
+(domain, op_type) to a function; :func:`register_importer` is the extension point. Ops known to
+be ANN activations raise UnsupportedOpError with a conversion hint; anything else raises
+UnsupportedOpError with the node name and op. Besides the form above, import accepts what other
+exporters write for the same operators: Constant nodes, Gemm with alpha/beta/transB=0, MatMul by
+a constant (-> Linear), a constant Add right after Conv/Gemm/MatMul (folded into the bias),
+Reshape that flattens consecutive dims (also with a static batch dim written out),
+GlobalAveragePool (-> AvgPool2d over the whole map), Mul by a broadcast constant,
+Identity/Dropout (bypassed), a trailing Softmax/LogSoftmax (dropped: the argmax is unchanged),
+and Add/Sum with a repeated operand (x + x -> Scale 2, since a graph edge cannot repeat).
+
+Standard ANNs (CNNs from torch.onnx.export & co.) are the second form. A file with no ai.snnc op
+that uses Relu, Clip, MaxPool, Softmax, ... is an ANN (:func:`is_ann_model`); :func:`import_ann`
+reads it with the same loop in *ANN mode*, where ``Relu`` and ``Clip(0, max)`` become
+frontend-only ``Activation`` nodes (frontends/convert_ann.py, which converts them to IF neurons
+with calibration data). ``MaxPool``/``GlobalMaxPool`` raise UnsupportedOpError naming the node
+and the alternatives (retrain with AveragePool, or ``maxpool='avg'``: the lossy replacement by
+an AveragePool of the same window). Other activations (LeakyRelu, Sigmoid, ...) are refused:
+IF rates are >= 0. :func:`load_onnx` dispatches on the content.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -86,6 +98,7 @@ from compiler.ir import (
 )
 from compiler.ir.linear import infer_shapes, out_shape
 from compiler.ir.nodes import NEURON_TYPES, RESET_MODES, SYNAPSE_TYPES
+from frontends.convert_ann import Activation, AnnModel, ann_shapes
 
 DOMAIN = "ai.snnc"
 DOMAIN_VERSION = 1
@@ -101,6 +114,15 @@ ANN_OPS = frozenset({"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Tanh", "H
                      "GlobalAveragePool", "GlobalMaxPool"})
 ANN_HINT = ("ANN->SNN conversion: use snnc compile MODEL.onnx --calib digits|FILE.npz "
             "(converting ANN activations such as '{op}' needs calibration data)")
+# an ONNX file without ai.snnc ops that uses one of these is a standard ANN (CNN) to convert
+ANN_MARKERS = ANN_OPS - {"GlobalAveragePool"}
+MAXPOOL_MODES = ("error", "avg")
+MAXPOOL_HINT = ("spiking neurons have no max: retrain the network with AveragePool "
+                "(nn.AvgPool2d), or accept a lossy approximation with --maxpool avg (MaxPool "
+                "replaced by AveragePool of the same window; check the accuracy with "
+                "snnc convert-report)")
+ANN_UNSUPPORTED_HINT = ("ANN->SNN conversion maps ReLU-type activations (Relu, Clip(0, max)) to "
+                        "IF neurons, whose rates are >= 0: retrain with ReLU or ReLU6/Clip")
 
 
 def _onnx():
@@ -327,11 +349,19 @@ def _sanitize(name: str) -> str:
 class _Ctx:
     """Import state: the graph being built, tensor -> IR node map, initializers, shapes."""
 
-    def __init__(self, model, where: str):
+    def __init__(self, model, where: str, ann: bool = False, maxpool: str = "error"):
         from onnx import numpy_helper
         self.where = where
         self.source = f"ONNX file '{where}'"
         self.graph = Graph({"dt": 1.0})
+        self.ann = ann                          # ANN mode: Relu/Clip/MaxPool/... importers on
+        self.maxpool = maxpool                  # 'error' | 'avg' (lossy approximation)
+        self.notes: list[str] = []              # what ANN import changed (dropped, approximated)
+        self.lossy = False
+        self.fused: set[str] = set()            # outputs of Add nodes folded into a bias
+        self.compare_tensor: str | None = None  # the logits tensor when a Softmax is dropped
+        self.batch: int | None = None           # static batch dim of the graph input, if any
+        self.outputs = {o.name for o in model.graph.output}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.producer: dict[str, str] = {}      # tensor name -> IR node name
         self.used: set[str] = set()
@@ -409,7 +439,7 @@ class _Ctx:
     def add(self, node, ir_node, inputs: list[str]) -> str:
         name = self.name_of(node, len(self.used))
         try:
-            shape = out_shape(name, ir_node, [self.shapes[i] for i in inputs])
+            shape = _shape(name, ir_node, [self.shapes[i] for i in inputs])
         except Exception as e:
             raise FrontendError(f"{self.source}: node '{name}' ({node.op_type}): {e}") from e
         self.used.add(name)
@@ -425,11 +455,62 @@ class _Ctx:
             name, i = f"{base}_{i}", i + 1
         self.used.add(name)
         self.graph.add(name, ir_node, inputs)
-        self.shapes[name] = out_shape(name, ir_node, [self.shapes[i] for i in inputs])
+        self.shapes[name] = _shape(name, ir_node, [self.shapes[i] for i in inputs])
         return name
 
     def alias(self, tname: str, ir_name: str) -> None:
         self.producer[tname] = ir_name
+
+    def trailing(self, tname: str) -> bool:
+        """True if ``tname`` only reaches graph outputs (possibly through Identity nodes)."""
+        cons = self.consumers.get(tname, [])
+        if not cons:
+            return tname in self.outputs
+        return all(c.op_type in ("Identity", "Dropout") and self.trailing(c.output[0])
+                   for c in cons)
+
+    def fuse_bias(self, node, out_shape_: tuple[int, ...]) -> tuple[np.ndarray, object] | None:
+        """A constant Add right after ``node`` (the only consumer of its output), as a bias.
+
+        Returns (bias per output channel / feature, the Add node) or None when there is no such
+        Add or its constant does not broadcast per channel.
+        """
+        out = node.output[0]
+        cons = self.consumers.get(out, [])
+        if out in self.outputs or len(cons) != 1 or cons[0].op_type != "Add":
+            return None
+        add = cons[0]
+        other = [t for t in add.input if t != out]
+        if len(other) != 1 or len(add.input) != 2 or other[0] not in self.consts:
+            return None
+        c = _f64(self.consts[other[0]])
+        n = out_shape_[0]
+        if c.size == 1:
+            return np.full(n, float(c.reshape(-1)[0])), add
+        if c.size != n:
+            return None
+        full = (1, *out_shape_)
+        if c.ndim > len(full) or any(d not in (1, full[len(full) - c.ndim + i]) for i, d
+                                     in enumerate(c.shape)):
+            return None
+        # the n values must sit on the channel axis (axis 1 of the batched tensor)
+        axis = len(full) - c.ndim + int(np.argmax(c.shape))
+        if axis != 1:
+            return None
+        return c.reshape(-1), add
+
+    def fused_into(self, add, ir_name: str) -> None:
+        self.fused.add(add.output[0])
+        self.alias(add.output[0], ir_name)
+
+
+def _shape(name: str, ir_node, in_shapes):
+    """out_shape, plus the shape-preserving ANN Activation (frontend-only node)."""
+    if isinstance(ir_node, Activation):
+        if len(in_shapes) != 1:
+            raise FrontendError(f"node '{name}': an activation takes one input")
+        return in_shapes[0]
+    return out_shape(name, ir_node, in_shapes)
 
 
 def _check_file(path: Path):
@@ -473,7 +554,14 @@ def is_snn_model(model) -> bool:
 
 
 def from_onnx_model(model, where: str = "<model>", input_shape=None) -> Graph:
-    """Import a loaded ONNX ModelProto (see :func:`import_onnx`)."""
+    """Import a loaded ONNX ModelProto in the SNN form (see :func:`import_onnx`)."""
+    ctx = _import(model, where, input_shape)
+    verify(ctx.graph, "imported")
+    return ctx.graph
+
+
+def _import(model, where: str, input_shape=None, ann: bool = False, maxpool: str = "error"):
+    """The table-driven import loop shared by the SNN and the ANN forms; returns the _Ctx."""
     from onnx import TensorProto
 
     for op in model.opset_import:
@@ -481,7 +569,9 @@ def from_onnx_model(model, where: str = "<model>", input_shape=None) -> Graph:
             raise FrontendError(f"ONNX file '{where}': domain {DOMAIN} version {op.version} "
                                 f"is newer than this snnc reads ({DOMAIN_VERSION})",
                                 "upgrade snnc")
-    ctx = _Ctx(model, where)
+    if maxpool not in MAXPOOL_MODES:
+        raise FrontendError(f"unknown --maxpool mode '{maxpool}'", f"use one of {MAXPOOL_MODES}")
+    ctx = _Ctx(model, where, ann=ann, maxpool=maxpool)
     for n in model.graph.node:   # Constant nodes are initializers in disguise
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
             from onnx import numpy_helper
@@ -511,6 +601,8 @@ def from_onnx_model(model, where: str = "<model>", input_shape=None) -> Graph:
                                 "need [batch, ...] with static non-batch dims",
                                 "pass input_shape=(C, H, W)")
         shape = tuple(int(d) for d in dims[1:])
+    if dims and dims[0] is not None and dims[0] > 0:
+        ctx.batch = int(dims[0])
     iname = _sanitize(vi.name)
     ctx.graph.add(iname, Input(shape))
     ctx.used.add(iname)
@@ -520,11 +612,14 @@ def from_onnx_model(model, where: str = "<model>", input_shape=None) -> Graph:
     for n in model.graph.node:
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
             continue
+        if n.output and n.output[0] in ctx.fused:   # an Add already folded into a bias
+            continue
         domain = "" if n.domain in ("", "ai.onnx") else n.domain
         fn = IMPORTERS.get((domain, n.op_type))
         if fn is None:
             if domain == "" and n.op_type in ANN_OPS:
-                raise ctx.unsupported(n, hint=ANN_HINT.format(op=n.op_type))
+                raise ctx.unsupported(n, hint=(ANN_UNSUPPORTED_HINT if ctx.ann
+                                               else ANN_HINT.format(op=n.op_type)))
             ops = ", ".join(sorted(op if not d else f"{d}::{op}" for d, op in IMPORTERS))
             raise ctx.unsupported(n, n.op_type if not domain else f"{domain}::{n.op_type}",
                                   f"supported ONNX ops: {ops}")
@@ -552,8 +647,9 @@ def from_onnx_model(model, where: str = "<model>", input_shape=None) -> Graph:
                                 f"{meta['snnc.dt']!r} is not a number") from e
     if ctx.leak_hints:
         ctx.graph.attrs["leak_hints"] = dict(ctx.leak_hints)
-    verify(ctx.graph, "imported")
-    return ctx.graph
+    if ctx.compare_tensor is None:
+        ctx.compare_tensor = outs[0].name
+    return ctx
 
 
 # --- SNN-form importers (standard ops) -------------------------------------------------------
@@ -584,9 +680,25 @@ def _conv(ctx: _Ctx, node) -> None:
         raise ctx.unsupported(node, f"Conv{w.ndim - 2}d", "only 2-D convolutions are supported")
     b = ctx.const(node.input[2]) if len(node.input) > 2 else None
     b = np.zeros(w.shape[0]) if b is None else _f64(b).reshape(-1)
-    ctx.add(node, Conv2d(w, b, stride=tuple(a.get("strides", (1, 1))),
-                         padding=_pads2d(ctx, node, a), dilation=tuple(a.get("dilations", (1, 1))),
-                         groups=int(a.get("group", 1))), [x])
+    kw = dict(stride=tuple(a.get("strides", (1, 1))), padding=_pads2d(ctx, node, a),
+              dilation=tuple(a.get("dilations", (1, 1))), groups=int(a.get("group", 1)))
+    conv = Conv2d(w, b, **kw)
+    _add_with_bias(ctx, node, conv, x, lambda fb: Conv2d(w, b + fb, **kw))
+
+
+def _add_with_bias(ctx: _Ctx, node, ir_node, x: str, with_bias) -> str:
+    """Add ``ir_node``; a constant Add right after it is folded in (``with_bias(extra)``)."""
+    try:
+        shape = out_shape(node.name, ir_node, [ctx.shapes[x]])
+    except Exception:
+        shape = None
+    fused = ctx.fuse_bias(node, shape) if shape else None
+    if fused is None:
+        return ctx.add(node, ir_node, [x])
+    extra, add = fused
+    name = ctx.add(node, with_bias(extra), [x])
+    ctx.fused_into(add, name)
+    return name
 
 
 @register_importer("Gemm")
@@ -604,11 +716,12 @@ def _gemm(ctx: _Ctx, node) -> None:
     if len(node.input) > 2 and node.input[2] and c is None:
         raise ctx.unsupported(node, "Gemm with a computed C", "the bias must be an initializer")
     if c is None:
-        ctx.add(node, Linear(w), [x])
+        _add_with_bias(ctx, node, Linear(w), x, lambda fb: Affine(w, fb))
     else:
         b = np.broadcast_to(_f64(c).reshape(-1) if np.size(c) > 1 else _f64(c).reshape(()),
                             (w.shape[0],))
-        ctx.add(node, Affine(w, beta * b if beta != 1.0 else np.array(b)), [x])
+        b = beta * b if beta != 1.0 else np.array(b)
+        _add_with_bias(ctx, node, Affine(w, b), x, lambda fb: Affine(w, b + fb))
 
 
 @register_importer("MatMul")
@@ -617,7 +730,7 @@ def _matmul(ctx: _Ctx, node) -> None:
     w = _f64(ctx.need_const(node, 1, "weight matrix"))
     if w.ndim != 2:
         raise ctx.unsupported(node, f"MatMul with a {w.ndim}-D constant")
-    ctx.add(node, Linear(w.T), [x])
+    _add_with_bias(ctx, node, Linear(w.T), x, lambda fb: Affine(w.T, fb))
 
 
 def _pool_args(ctx: _Ctx, node) -> dict:
@@ -671,6 +784,8 @@ def _reshape(ctx: _Ctx, node) -> None:
         return
     s = ctx.shapes[x]
     tgt = [int(d) for d in ctx.need_const(node, 1, "shape").reshape(-1)]
+    if tgt and ctx.batch is not None and tgt[0] == ctx.batch:
+        tgt[0] = 0          # exporters with a static batch dim write it out (e.g. [1, 64])
     if not tgt or tgt[0] not in (0, -1):
         raise ctx.unsupported(node, f"Reshape to {tgt}", "the batch dim must be kept (0 or -1)")
     full = [None, *s]
@@ -799,3 +914,153 @@ def _neuron(ctx: _Ctx, node) -> None:
 
 register_importer("IF", DOMAIN)(_neuron)
 register_importer("LIF", DOMAIN)(_neuron)
+
+
+# --- ANN-form importers (standard CNNs; active in ANN mode, see import_ann) -----------------
+def _need_ann(ctx: _Ctx, node) -> None:
+    if not ctx.ann:
+        raise ctx.unsupported(node, hint=ANN_HINT.format(op=node.op_type))
+
+
+@register_importer("Relu")
+def _relu(ctx: _Ctx, node) -> None:
+    _need_ann(ctx, node)
+    ctx.add(node, Activation(op="Relu"), [ctx.tensor(node.input[0], node)])
+
+
+@register_importer("Clip")
+def _clip(ctx: _Ctx, node) -> None:
+    _need_ann(ctx, node)
+    a = ctx.attrs(node)
+    lo, hi = a.get("min"), a.get("max")                 # opset < 11: attributes
+    for i, key in ((1, "min"), (2, "max")):             # opset >= 11: optional inputs
+        if len(node.input) > i and node.input[i]:
+            c = ctx.const(node.input[i])
+            if c is None:
+                raise ctx.unsupported(node, f"Clip with a computed {key}",
+                                      f"{key} must be a constant")
+            if key == "min":
+                lo = float(np.asarray(c).reshape(-1)[0])
+            else:
+                hi = float(np.asarray(c).reshape(-1)[0])
+    if lo is None or float(lo) != 0.0:
+        raise ctx.unsupported(node, f"Clip(min={lo})", "only Clip(0, max) (ReLU, ReLU6) maps to "
+                              "IF neurons; " + ANN_UNSUPPORTED_HINT)
+    hi = math.inf if hi is None else float(hi)
+    if not hi > 0:
+        raise ctx.unsupported(node, f"Clip(0, {hi})", "the upper bound must be > 0")
+    ctx.add(node, Activation(upper=hi, op="Clip"), [ctx.tensor(node.input[0], node)])
+
+
+def _maxpool_common(ctx: _Ctx, node, args: dict) -> None:
+    ctx.notes.append(f"{node.op_type} '{node.name}' replaced by AveragePool (--maxpool avg, lossy)")
+    ctx.lossy = True
+    ctx.add(node, AvgPool2d(**args), [ctx.tensor(node.input[0], node)])
+
+
+@register_importer("MaxPool")
+def _maxpool(ctx: _Ctx, node) -> None:
+    _need_ann(ctx, node)
+    if len(node.output) > 1 and node.output[1]:
+        raise ctx.unsupported(node, "MaxPool with indices", MAXPOOL_HINT)
+    a = ctx.attrs(node)
+    if ctx.maxpool != "avg":
+        raise ctx.unsupported(node, hint=MAXPOOL_HINT)
+    if a.get("ceil_mode", 0):
+        raise ctx.unsupported(node, "MaxPool(ceil_mode=1)", "use floor mode")
+    k = list(a.get("kernel_shape", ()))
+    if len(k) != 2 or any(d != 1 for d in a.get("dilations", (1, 1))):
+        raise ctx.unsupported(node, f"MaxPool with kernel {k}", "only 2-D, undilated pooling")
+    _maxpool_common(ctx, node, dict(kernel_size=tuple(k), stride=tuple(a.get("strides", (1, 1))),
+                                    padding=_pads2d(ctx, node, a)))
+
+
+def _global_window(ctx: _Ctx, node) -> dict:
+    s = ctx.shapes[ctx.tensor(node.input[0], node)]
+    if len(s) != 3:
+        raise ctx.unsupported(node, f"{node.op_type} on a {len(s)}-D input",
+                              "only (C, H, W) feature maps")
+    return dict(kernel_size=s[1:], stride=s[1:])
+
+
+@register_importer("GlobalAveragePool")
+def _global_avgpool(ctx: _Ctx, node) -> None:
+    ctx.add(node, AvgPool2d(**_global_window(ctx, node)), [ctx.tensor(node.input[0], node)])
+
+
+@register_importer("GlobalMaxPool")
+def _global_maxpool(ctx: _Ctx, node) -> None:
+    _need_ann(ctx, node)
+    if ctx.maxpool != "avg":
+        raise ctx.unsupported(node, hint=MAXPOOL_HINT)
+    _maxpool_common(ctx, node, _global_window(ctx, node))
+
+
+def _softmax(ctx: _Ctx, node) -> None:
+    if not ctx.trailing(node.output[0]):
+        raise ctx.unsupported(node, f"{node.op_type} inside the network",
+                              "only a trailing Softmax/LogSoftmax (dropped: the chip reads the "
+                              "argmax of the logits) is supported")
+    ctx.notes.append(f"trailing {node.op_type} '{node.name}' dropped (argmax unchanged)")
+    ctx.compare_tensor = node.input[0]
+    ctx.alias(node.output[0], ctx.tensor(node.input[0], node))
+
+
+register_importer("Softmax")(_softmax)
+register_importer("LogSoftmax")(_softmax)
+
+
+def is_ann_model(model) -> bool:
+    """True for a standard ANN graph (ReLU-type activations, pooling, softmax; no ai.snnc op)."""
+    return not is_snn_model(model) and any(
+        n.domain in ("", "ai.onnx") and n.op_type in ANN_MARKERS for n in model.graph.node)
+
+
+def import_ann(path_or_model, input_shape=None, maxpool: str = "error",
+               where: str | None = None) -> AnnModel:
+    """Read a standard ONNX CNN (Conv/Gemm/MatMul, Relu/Clip, pools, BN, Add, ...) as an ANN.
+
+    Args:
+        path_or_model: a .onnx path or a loaded ModelProto.
+        input_shape: one sample's shape (C, H, W) when the file leaves it symbolic.
+        maxpool: 'error' (default: MaxPool raises UnsupportedOpError with the alternatives) or
+            'avg' (replaced by AveragePool of the same window: lossy, recorded in notes).
+    Returns:
+        An :class:`frontends.convert_ann.AnnModel` (convert it with
+        :func:`frontends.convert_ann.convert`).
+    Raises:
+        FrontendError / UnsupportedOpError (node name, op and a suggestion).
+    """
+    if isinstance(path_or_model, (str, Path)):
+        path = Path(path_or_model)
+        model, where = _check_file(path), where or path.name
+    else:
+        model, where = path_or_model, where or "<model>"
+    if is_snn_model(model):
+        raise FrontendError(f"ONNX file '{where}' is an SNN (ai.snnc neuron ops), not an ANN",
+                            "load it with import_onnx / frontends.load_model")
+    ctx = _import(model, where, input_shape, ann=True, maxpool=maxpool)
+    try:
+        ann_shapes(ctx.graph)
+    except Exception as e:  # pragma: no cover - ctx.add already checked every shape
+        raise FrontendError(f"ONNX file '{where}': {e}") from e
+    return AnnModel(graph=ctx.graph, source=where, model=model,
+                    compare_tensor=ctx.compare_tensor, notes=list(ctx.notes), lossy=ctx.lossy)
+
+
+def load_onnx(path, input_shape=None, calib=None, maxpool: str = "error", **conversion):
+    """Import any .onnx file, dispatching on its content.
+
+    An SNN in the ai.snnc form is imported as is (:func:`import_onnx`); a standard ANN is read
+    with :func:`import_ann` and converted with :func:`frontends.convert_ann.convert`
+    (``calib`` images and the ``conversion`` options: threshold, per_channel, v_init,
+    calibrate_vinit, timesteps, check).
+    Returns the SNN operator Graph (stage 'imported').
+    """
+    from frontends.convert_ann import convert
+    path = Path(path)
+    model = _check_file(path)
+    if not is_ann_model(model):
+        return from_onnx_model(model, where=path.name, input_shape=input_shape)
+    ann = import_ann(model, input_shape=input_shape, maxpool=maxpool, where=path.name)
+    return convert(ann, calib, **conversion).graph

@@ -7,21 +7,20 @@ Model (native IF neurons, soft reset, threshold 1):
     -> AvgPool2d(2) -> Flatten -> Linear(128, 10) -> IF (output layer)
 Direct encoding (the same image at each of T = 8 steps), BPTT through the surrogate (atan)
 gradient, Adam with weight decay, cross-entropy on the output score
-``count * v_threshold + v_final`` (frontends.native.run_scores). Deterministic for a seed.
+``count * v_threshold + v_final`` (frontends.native.run_scores), all through
+``frontends.native.train.Trainer`` (docs/training.md). Deterministic for a seed.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections import OrderedDict
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # runnable from anywhere without installing the package
@@ -29,6 +28,7 @@ if str(ROOT) not in sys.path:  # runnable from anywhere without installing the p
 
 from frontends import native  # noqa: E402
 from frontends.datasets import load_dataset  # noqa: E402
+from frontends.native.train import TrainConfig, Trainer  # noqa: E402
 from frontends.onnx_io import export_onnx, import_onnx  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -46,47 +46,23 @@ def build_model() -> nn.Sequential:
     ]))
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, T: int, batch: int = 512
-             ) -> float:
-    model.eval()
-    correct = 0
-    for i in range(0, len(x), batch):
-        scores = native.run_scores(model, native.direct(x[i:i + batch], T))
-        correct += int((scores.argmax(1) == y[i:i + batch]).sum())
-    return correct / len(x)
-
-
 def train(epochs: int = 40, T: int = 8, batch: int = 32, lr: float = 3e-3,
-          weight_decay: float = 1e-4, seed: int = 0, out: Path = HERE / "model.onnx") -> dict:
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+          weight_decay: float = 1e-4, seed: int = 0, out: Path = HERE / "model.onnx",
+          checkpoint: Path | None = None, device: str | None = None) -> dict:
+    torch.manual_seed(seed)          # the initial weights
     tr, te = load_dataset("digits", "train"), load_dataset("digits", "test")
-    xtr, ytr = torch.from_numpy(tr.x), torch.from_numpy(tr.y)
-    xte, yte = torch.from_numpy(te.x), torch.from_numpy(te.y)
     model = build_model()
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
-    gen = torch.Generator().manual_seed(seed)
+    # quantize_input=False: the bundled model.onnx was trained on the raw x in [0, 1]
+    cfg = TrainConfig(epochs=epochs, timesteps=T, batch_size=batch, lr=lr,
+                      weight_decay=weight_decay, seed=seed, quantize_input=False,
+                      checkpoint=str(checkpoint) if checkpoint else None, device=device,
+                      threads=min(2, torch.get_num_threads()))
+    trainer = Trainer(model, cfg)
     t0 = time.perf_counter()
-    bar = tqdm(range(epochs), desc="train", unit="epoch")
-    for _ in bar:
-        model.train()
-        perm = torch.randperm(len(xtr), generator=gen)
-        total, n = 0.0, 0
-        for i in range(0, len(perm), batch):
-            idx = perm[i:i + batch]
-            scores = native.run_scores(model, native.direct(xtr[idx], T))
-            loss = F.cross_entropy(scores, ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total, n = total + loss.item() * len(idx), n + len(idx)
-        sched.step()
-        bar.set_postfix(loss=f"{total / n:.4f}")
+    trainer.fit(tr.x, tr.y)
     train_s = time.perf_counter() - t0
-    acc_tr, acc_te = accuracy(model, xtr, ytr, T), accuracy(model, xte, yte, T)
+    acc_tr, acc_te = trainer.evaluate(tr.x, tr.y), trainer.evaluate(te.x, te.y)
+    model = model.cpu()
     export_onnx(model, out, input_shape=tr.shape)
     g = import_onnx(out)  # the file must read back
     return {"train_accuracy": acc_tr, "test_accuracy": acc_te, "train_seconds": train_s,
@@ -104,8 +80,12 @@ def main(argv=None) -> int:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--out", type=Path, default=HERE / "model.onnx")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="state_dict checkpoint written every epoch; a rerun resumes from it")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     a = p.parse_args(argv)
-    r = train(a.epochs, a.timesteps, a.batch, a.lr, a.weight_decay, a.seed, a.out)
+    r = train(a.epochs, a.timesteps, a.batch, a.lr, a.weight_decay, a.seed, a.out,
+              a.checkpoint, a.device)
     print(f"float train accuracy {r['train_accuracy']:.4f}, test accuracy "
           f"{r['test_accuracy']:.4f} ({r['test_samples']} digits test images, T={r['timesteps']})")
     print(f"trained {r['epochs']} epochs in {r['train_seconds']:.1f} s; "

@@ -208,7 +208,7 @@ def test_load_model_dispatch(seq_net, tmp_path):
     with pytest.raises(FrontendError, match="pickled"):
         load_model(tmp_path / "model.pt")
     (tmp_path / "m.nir").write_bytes(b"x")
-    with pytest.raises(FrontendError, match="NIR import not available"):
+    with pytest.raises(FrontendError, match="not a readable NIR file"):
         load_model(tmp_path / "m.nir")
     with pytest.raises(FrontendError, match="not found"):
         load_model(tmp_path / "missing.onnx")

@@ -1,0 +1,168 @@
+"""Mismatch robustness (Buechel et al. ICLR 2022, Table 1 form) on the compiled chip.
+
+    .venv/bin/python examples/experiments/mismatch.py            # ~10-20 min on 2 idle cores
+    .venv/bin/python examples/experiments/mismatch.py --quick    # smoke run
+
+The digits SNN (examples/digits) is pre-trained with plain BPTT, then fine-tuned with each
+method from the same weights for the same number of epochs:
+
+    standard             cross-entropy
+    forward-noise        theta + |theta| 0.3 N in every forward (eta_train = 0.3)
+    adversarial          Buechel: CE + beta KL(f(theta) || f(theta*)), theta* by N_steps sign-PGA
+                         in |theta* - theta| <= zeta |theta| (zeta 0.1, beta 0.25, 3 steps)
+    adversarial+fn       the same plus forward noise (the paper's "Forward + Beta")
+    awp                  AWP (gamma 0.1, same PGA on CE)
+    dropout              dropout p = 0.3 after each hidden IF layer
+
+Each model is compiled to the chip (8-bit weights) and evaluated on the digits test set on
+``samples`` chip instances per mismatch level (runtime.sweep: relative Gaussian mismatch
+w(1 + zeta N) on the deployed weights, frozen per instance; the same instance seed gives the
+same N at every level). Output: docs/experiments/mismatch.{md,png,json}.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common as C  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from frontends.native.robust import (  # noqa: E402
+    AWP,
+    AdversarialWeights,
+    ForwardNoise,
+    Standard,
+)
+from frontends.native.train import TrainConfig, Trainer  # noqa: E402
+
+METHODS = ("standard", "forward-noise", "adversarial", "adversarial+fn", "awp", "dropout")
+
+
+def objective(name: str, a):
+    if name in ("standard", "dropout"):
+        return Standard()
+    if name == "forward-noise":
+        return ForwardNoise(a.eta)
+    if name == "adversarial":
+        return AdversarialWeights(zeta=a.zeta, beta=a.beta, steps=a.attack_steps)
+    if name == "adversarial+fn":
+        return AdversarialWeights(zeta=a.zeta, beta=a.beta, steps=a.attack_steps, eta=a.eta)
+    if name == "awp":
+        return AWP(gamma=0.1, zeta=a.zeta, steps=a.attack_steps)
+    raise SystemExit(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+
+
+def main(argv=None) -> int:
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--pretrain-epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs per method")
+    p.add_argument("--samples", type=int, default=100, help="chip instances per level")
+    p.add_argument("--levels", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--bits", type=int, default=8)
+    p.add_argument("--timesteps", type=int, default=8)
+    p.add_argument("--domain", default="analog", choices=("analog", "digital"))
+    p.add_argument("--eta", type=float, default=0.3)
+    p.add_argument("--zeta", type=float, default=0.1)
+    p.add_argument("--beta", type=float, default=0.25)
+    p.add_argument("--attack-steps", type=int, default=3)
+    p.add_argument("--limit", type=int, default=None, help="test images (default: all 360)")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.pretrain_epochs, a.epochs, a.samples, a.levels = 3, 1, 5, "0.1,0.4,0.7"
+    C.setup(a)
+    from runtime import sweep
+    from runtime.encoding import encode
+
+    clock = C.Clock()
+    xtr, ytr, xte, yte = C.digits()
+    if a.limit:
+        xte, yte = xte[:a.limit], yte[:a.limit]
+    a.n_test = len(yte)
+    levels = [float(v) for v in a.levels.split(",")]
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    T = a.timesteps
+    base_cfg = dict(timesteps=T, batch_size=64, lr=3e-3, weight_decay=1e-4, seed=a.seed,
+                    progress=False, device=a.device, threads=a.threads)
+    torch.manual_seed(a.seed)
+    pre = C.build_snn()
+    Trainer(pre, TrainConfig(epochs=a.pretrain_epochs, **base_cfg)).fit(xtr, ytr)
+    init = {k: v.clone() for k, v in pre.state_dict().items()}
+    C.log(f"pretrained {a.pretrain_epochs} epochs in {clock():.0f} s")
+    payloads = encode("direct", xte.reshape(len(xte), -1), T)
+    results = {}
+    for name in methods:
+        t0 = clock()
+        torch.manual_seed(a.seed)
+        model = C.build_snn(dropout=0.3 if name == "dropout" else 0.0)
+        model.load_state_dict(init)
+        cfg = TrainConfig(epochs=a.epochs, **dict(base_cfg, lr=1e-3))
+        Trainer(model, cfg, method=objective(name, a)).fit(xtr, ytr)
+        t_train = clock() - t0
+        prog, image = C.compile_image(model, bits=a.bits, timesteps=T)
+        clean = C.chip_accuracy(image, xte, yte, T)
+        rows = sweep.sweep(image, payloads, yte, "mismatch", levels, samples=a.samples,
+                           seed=a.seed, domain=a.domain)
+        results[name] = {"clean": clean, "train_s": t_train, "eval_s": clock() - t0 - t_train,
+                         "rows": [{k: r[k] for k in ("level", "mean", "std", "min", "n")}
+                                  for r in rows]}
+        C.log(f"{name}: clean {clean:.4f}, " + ", ".join(
+            f"{r['level']:g}: {r['mean']:.3f}" for r in rows) + f" ({clock() - t0:.0f} s)")
+    _report(a, results, levels, clock())
+    return 0
+
+
+def _report(a, results: dict, levels: list[float], seconds: float) -> None:
+    head = ["method", "clean"] + [f"zeta={lv:g}" for lv in levels]
+    rows = []
+    for name, r in results.items():
+        cells = [name, C.fmt_pct(r["clean"])]
+        for row in r["rows"]:
+            cells.append(f"{C.fmt_pct(row['mean'])} ± {C.fmt_pct(row['std'])} "
+                         f"(min {C.fmt_pct(row['min'])})")
+        rows.append(cells)
+    setup = (f"Digits SNN (examples/digits architecture, T = {a.timesteps}, direct encoding), "
+             f"pre-trained {a.pretrain_epochs} epochs, then {a.epochs} fine-tuning epochs per "
+             f"method (Adam lr 1e-3). Compiled with {a.bits}-bit weights; mismatch "
+             f"w -> w(1 + zeta N) on the deployed weights ({a.domain} domain, "
+             f"runtime.noise.Mismatch), {a.samples} chip instances per level, "
+             f"{a.n_test} digits test images. Hyper-parameters: eta = {a.eta}, "
+             f"zeta = {a.zeta}, beta = {a.beta}, N_steps = {a.attack_steps}, dropout p = 0.3. "
+             f"Seed {a.seed}. Total run time {seconds:.0f} s ({C.environment(a)})."
+             + (" **--quick smoke run: not meaningful.**" if a.quick else ""))
+    sections = [
+        "Test accuracy in % on the chip runtime: mean ± std (min) over chip instances "
+        "(Buechel et al. 2022, Table 1 form).",
+        C.md_table(head, rows),
+        "Setup: " + setup,
+        "Command: `.venv/bin/python examples/experiments/mismatch.py"
+        + (" --quick" if a.quick else "") + "`",
+        "![mismatch](mismatch.png)",
+    ]
+    C.write_doc(a.out, "mismatch", "Mismatch robustness on the chip", sections,
+                {"setup": setup, "results": results})
+    plt = C.plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, r in results.items():
+        lv = [0.0] + [row["level"] for row in r["rows"]]
+        mean = np.array([r["clean"]] + [row["mean"] for row in r["rows"]]) * 100
+        std = np.array([0.0] + [row["std"] for row in r["rows"]]) * 100
+        mn = np.array([r["clean"]] + [row["min"] for row in r["rows"]]) * 100
+        line, = ax.plot(lv, mean, marker="o", label=name)
+        ax.fill_between(lv, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+        ax.plot(lv, mn, ls=":", color=line.get_color())
+    ax.set_xlabel("mismatch zeta (relative std of the deployed weights)")
+    ax.set_ylabel("chip test accuracy (%)")
+    ax.set_title(f"digits SNN, {a.samples} chip instances/level (dotted: min)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(a.out / "mismatch.png", dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
