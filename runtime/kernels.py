@@ -30,9 +30,20 @@ Numba's on-disk cache), so Numba compiles a specialised loop for each.
 
 from __future__ import annotations
 
+import os
+
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
+
+# One coarse parallel region per call (samples split over workers) needs no spinning OpenMP
+# pool; numba's OpenMP layer and torch's bundled OpenMP both spin-wait and, on a 2-core
+# machine, starved each other whenever the twin/attacks or a torch baseline ran next to the
+# runtime (measured: torch batch-1 VGG9 dropped from 5.5 to 0.6 samples/s). NUMBA_THREADING_LAYER
+# still wins when set.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 # stats columns of the per-sample counters
 ST_SOPS, ST_SOPS1, ST_PACKETS, ST_HOPS, ST_XHOPS, ST_CYCLES, ST_IN_EVENTS, ST_SPIKES = range(8)
