@@ -186,6 +186,8 @@ def _noise_mode(params: dict) -> bool:
 
 SUBCOMMANDS: dict = {}
 
+import runtime.compare  # noqa: E402,F401  (registers SUBCOMMANDS["compare"]: snnrun compare)
+
 
 def main() -> None:
     argv = sys.argv[1:]
