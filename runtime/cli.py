@@ -122,6 +122,8 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     With --mismatch/--pcm-time/--bitflip/--stuck-at/--dead-cores/--worst-case/--landscape/
     --certify it evaluates device non-idealities over chip instances; with --attack it attacks
     the deployed network. Otherwise it runs, reports and (--check) verifies bit-exactness.
+    `snnrun compare --help`: the seed papers' table forms (encodings x attack strength,
+    quantization, algorithm- vs hardware-level attacks).
     """
     from frontends.datasets import load_dataset
     from runtime import encoding as enc
@@ -193,8 +195,8 @@ def main() -> None:
     argv = sys.argv[1:]
     if argv and argv[0] in SUBCOMMANDS:
         cmd = SUBCOMMANDS[argv[0]]
-        sys.argv = [sys.argv[0] + " " + argv[0]] + argv[1:]
-        run_cli(cmd, "snnrun")
+        sys.argv = [sys.argv[0]] + argv[1:]
+        run_cli(cmd, f"snnrun {argv[0]}")
     else:
         run_cli(main_run, "snnrun")
 
