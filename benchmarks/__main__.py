@@ -172,10 +172,12 @@ def bench_vgg9(rows, notes, sops_rows, quick):
     notes.append(f"VGG9: {prog.summary()['cores_used']} cores on 12 chips, compile "
                  f"{t_c:.1f} s, mean hidden firing rate "
                  f"{np.mean([v for k, v in rates.items() if k != 'out']):.3f} spikes/neuron/step")
-    code = ("import resource,sys,numpy as np;from runtime.image import load;"
+    # VmHWM of the child's own address space: ru_maxrss would carry the forked parent's peak
+    # across exec and report the benchmark process instead
+    code = ("import sys,numpy as np;from runtime.image import load;"
             "from runtime.simulator import run_payloads;img=load(sys.argv[1]);"
             "p=np.load(sys.argv[2]);run_payloads(img,p);"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     pf = os.path.join(os.path.dirname(path), "p.npy")
     np.save(pf, p)
     out = subprocess.run([sys.executable, "-c", code, path, pf], capture_output=True, text=True)
