@@ -330,6 +330,7 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
     from frontends import load_model
     from frontends.datasets import load_dataset
     from runtime import encoding as enc
+    from runtime.cli import check_bit_exact
     from runtime.image import load
     from runtime.simulator import run_payloads
 
@@ -361,15 +362,9 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
         pq.append(rq.predictions)
         rr = run_payloads(img, p, record=True, encoding=name)
         pr.append(rr.predictions)
-        for li, L in enumerate(img.layers):
-            glob = img.layer_neurons(li)
-            same = (np.array_equal(rr.counts_all[:, glob], rq.counts[L["name"]])
-                    and np.array_equal(rr.v_all[:, glob], rq.v_final[L["name"]]))
-            if not same and exact:
-                exact = False
-                bad = np.argwhere(rr.counts_all[:, glob] != rq.counts[L["name"]])
-                bad = bad[0] if len(bad) else np.argwhere(rr.v_all[:, glob] != rq.v_final[L["name"]])[0]
-                first = {"layer": L["name"], "sample": int(i + bad[0]), "neuron": int(bad[1])}
+        ok, div = check_bit_exact(img, p, rr, rq)
+        if not ok and exact:
+            exact, first = False, dict(div, sample=i + div["sample"])
     pf, pq, pr = (np.concatenate(v) for v in (pf, pq, pr))
     y = ds.y
     return {

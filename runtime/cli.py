@@ -51,11 +51,12 @@ def parse_list(text: str | None, what: str) -> list[float]:
     return out
 
 
-def check_bit_exact(image, payloads, result) -> tuple[bool, dict | None]:
-    """Compare a recorded run with compiler.reference.run_int on image.unmap()."""
+def check_bit_exact(image, payloads, result, ref=None) -> tuple[bool, dict | None]:
+    """Compare a recorded run with compiler.reference.run_int on image.unmap() (or with
+    ``ref``, that reference result already computed); returns (ok, first divergence)."""
     from compiler import reference
-    ig = image.unmap()
-    rq = reference.run_int(ig, payloads, membrane_bits=image.spec.membrane_bits)
+    rq = ref if ref is not None else reference.run_int(
+        image.unmap(), payloads, membrane_bits=image.spec.membrane_bits)
     for li, L in enumerate(image.layers):
         glob = image.layer_neurons(li)
         c_ok = np.array_equal(result.counts_all[:, glob], rq.counts[L["name"]])
