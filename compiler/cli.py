@@ -10,6 +10,7 @@ import numpy as np
 
 from compiler.cliutil import debug_option, echo_json, run_cli, table
 from compiler.errors import SnnError
+from snnc._version import __version__
 
 
 def _spec(chip: str):
@@ -35,6 +36,7 @@ def load_calib(spec: str | None, limit: int) -> np.ndarray | None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="snnc", message="%(prog)s %(version)s")
 @debug_option
 @click.option("-v", "--verbose", count=True, help="Log pass timings (-v) and details (-vv).")
 def cli(debug: bool, verbose: int) -> None:
@@ -324,15 +326,15 @@ def verify(model, image, data, limit, timesteps, batch, as_json, debug):
 
 def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
                  batch=128) -> dict:
+    from compiler import encoding as enc
     from compiler import reference
     from compiler.backend.emit import file_sha256
     from compiler.passes import fold_bn, lower
     from frontends import load_model
     from frontends.datasets import load_dataset
-    from runtime import encoding as enc
-    from runtime.cli import check_bit_exact
+    from runtime.cli.common import check_bit_exact
+    from runtime.engines.tick import run_payloads
     from runtime.image import load
-    from runtime.simulator import run_payloads
 
     img = load(image_path)
     ds = load_dataset(data, split="test", limit=limit)

@@ -474,8 +474,8 @@ def report(ann: AnnModel, calib: np.ndarray, x: np.ndarray, y: np.ndarray,
                "snn_int_accuracy": float(np.mean(np.argmax(si, 1) == y)),
                "float_int_agreement": float(np.mean(np.argmax(sf, 1) == np.argmax(si, 1)))}
         if runtime:
+            from runtime.engines.tick import run_payloads
             from runtime.image import from_sections
-            from runtime.simulator import run_payloads
             img = from_sections(prog.sections(), spec.digest())
             rr = run_payloads(img, p.astype(np.uint8))
             row["runtime_accuracy"] = float(np.mean(rr.predictions == y))

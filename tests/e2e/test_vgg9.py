@@ -9,8 +9,8 @@ from compiler.chip import PICORE64
 from compiler.errors import CapacityError
 from compiler.ir import verify
 from compiler.passes import place, route
+from runtime.engines.tick import run_payloads
 from runtime.image import from_sections
-from runtime.simulator import run_payloads
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from compiler.passes.calibrate import direct_payloads
 from frontends import load_model
 from frontends.datasets import load_dataset
 from frontends.nir_io import CONVENTIONS, export_nir, from_nir_graph, import_nir, to_nir
+from runtime.engines.tick import run_payloads
 from runtime.image import from_sections
-from runtime.simulator import run_payloads
 
 
 def _nir_file(tmp_path, g, name="m.nir"):

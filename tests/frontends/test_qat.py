@@ -1,4 +1,4 @@
-"""QAT (frontends/native/qat.py): the quantizer's integers are the compiler's, and the QAT model's
+"""QAT (frontends/training/qat/): the quantizer's integers are the compiler's, and the QAT model's
 integer evaluation equals the compiled chip's runtime output bit for bit."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from compiler import compile_model, reference
 from compiler.errors import UnsupportedOpError
 from compiler.passes.calibrate import direct_payloads
 from frontends import native
-from frontends.native.qat import (
+from frontends.training.qat import (
     Quantizer,
     ShiftBN,
     check_against,
@@ -22,7 +22,7 @@ from frontends.native.qat import (
     fold_batchnorm,
     quantize_input,
 )
-from frontends.native.train import TrainConfig, Trainer
+from frontends.training.trainer import TrainConfig, Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -182,8 +182,8 @@ def _digits_data():
 
 
 def _chip(model, x, T, **opts):
+    from runtime.engines.tick import run
     from runtime.image import from_sections
-    from runtime.simulator import run
     prog = compile_model(model, input_shape=(1, 8, 8), timesteps=T, **opts)
     img = from_sections(prog.sections(), prog.spec.digest())
     return prog, run(img, x, timesteps=T, encoding="direct")

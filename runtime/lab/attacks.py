@@ -4,13 +4,13 @@ Gradients come from a differentiable model, the adversarial examples are always 
 cycle-level runtime* (``run_payloads``):
 
 * hardware level (default): white-box on the deployed integer weights through
-  :class:`runtime.twin.Twin` (bit-exact forward, surrogate backward), optionally of a noise
+  :class:`runtime.lab.twin.Twin` (bit-exact forward, surrogate backward), optionally of a noise
   instance;
 * algorithm level (``--source model.onnx``): gradients of the float source model (lowered float
   graph, the same Twin code with float neurons); the examples are then *transferred* to the chip.
 
 Conventions (torchattacks, algorithms.md §4.1-4.2): inputs are images in [0, 1]; the encoder is
-inside the model (straight-through backward, ``runtime.encoding.encode_torch``); the loss is the
+inside the model (straight-through backward, ``compiler.encoding.encode_torch``); the loss is the
 cross-entropy on the output scores expressed in output-spike units (``scores / twin.logit_unit``:
 count + V/th of the output layer, the scale the model was trained with; raw chip scores are
 ``x scale`` integers and would saturate the softmax). FGSM: ``x + eps sign(grad)``; PGD: uniform
@@ -35,11 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from compiler.encoding import encode
 from compiler.errors import SnnError
-from runtime import evaluate as ev
-from runtime.encoding import encode
-from runtime.simulator import run_payloads
-from runtime.twin import Twin, encode_payloads, torch_threads
+from runtime.engines.tick import run_payloads
+from runtime.lab import evaluate as ev
+from runtime.lab.twin import Twin, encode_payloads, torch_threads
 
 ATTACKS = ("fgsm", "pgd", "sda")
 STOCHASTIC = ("rate",)
@@ -171,7 +171,7 @@ def run_images(image, x: np.ndarray, encoding: str, T: int, seed: int = 0, weigh
 
 def evaluate_examples(image, x, x_adv, y, encoding: str, T: int, seed: int = 0,
                       clean=None, workers=None) -> dict:
-    """Runtime metrics of adversarial images against clean ones (runtime/evaluate.py)."""
+    """Runtime metrics of adversarial images against clean ones (runtime/lab/evaluate.py)."""
     clean = clean if clean is not None else run_images(image, x, encoding, T, seed,
                                                        workers=workers)
     adv = run_images(image, x_adv, encoding, T, seed, workers=workers)
@@ -411,140 +411,8 @@ def sda_run(image, events: np.ndarray, y: np.ndarray, surrogate: str = "pdsg", k
 # --------------------------------------------------------------------------------------------
 # snnrun --attack
 # --------------------------------------------------------------------------------------------
-def _fmt(v, pct=True, digits=2) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return f"{100 * v:.{digits}f}%" if pct else f"{v:.{digits}f}"
-
-
-def eps_label(eps) -> str:
-    if eps is None:
-        return "-"
-    k = eps * 255
-    return f"{k:g}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
-
-
-def results_table(out: dict) -> str:
-    """A readable text table of an attack result dict."""
-    from compiler.cliutil import table
-    rows = []
-    for r in out["results"]:
-        row = [eps_label(r.get("eps")), _fmt(r["clean_accuracy"]), _fmt(r["adv_accuracy"]),
-               _fmt(r["accuracy_loss"]), _fmt(r["asr"]),
-               _fmt(r["spike_activity_change"]), _fmt(r.get("nsr_db"), False, 1)]
-        if out["attack"] == "sda":
-            row += [_fmt(r.get("sda_success_rate")), _fmt(r.get("l0_mean"), False, 1),
-                    _fmt(r.get("l0_median"), False, 0)]
-        else:
-            row += [_fmt(r.get("l2"), False, 3), _fmt(r.get("linf"), False, 4)]
-        if "source_adv_accuracy" in r:
-            row += [_fmt(r["source_adv_accuracy"])]
-        rows.append(row)
-    head = ["eps", "clean acc", "adv acc", "acc loss", "ASR", "spike chg", "NSR dB"]
-    head += ["SDA success", "L0 mean", "L0 median"] if out["attack"] == "sda" else ["L2", "Linf"]
-    if out["results"] and "source_adv_accuracy" in out["results"][0]:
-        head += ["float adv acc"]
-    title = (f"{out['attack'].upper()} ({out['level']} level, encoding {out['encoding']}, "
-             f"surrogate {out['surrogate']}, T={out['timesteps']}, n={out['n']})")
-    return title + "\n" + table(rows, head)
-
-
-def plot_accuracy_vs_eps(runs: list[dict], path) -> str:
-    """Accuracy vs eps, one line per (encoding, attack, label) run."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for out in runs:
-        rs = [r for r in out["results"] if r.get("eps") is not None]
-        if not rs:
-            continue
-        xs = [0.0] + [r["eps"] * 255 for r in rs]
-        ys = [rs[0]["clean_accuracy"] * 100] + [r["adv_accuracy"] * 100 for r in rs]
-        lab = out.get("label") or f"{out['attack']} {out['encoding']}"
-        ax.plot(xs, ys, marker="o", label=lab)
-    ax.set_xlabel("eps (x 1/255)")
-    ax.set_ylabel("chip accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
-
-
-def main_attack(ctx) -> None:
-    """``snnrun chip.bin --attack fgsm|pgd|sda ...`` (see runtime/cli.py for the options)."""
-    import json
-    from pathlib import Path
-
-    import click
-
-    from compiler.cliutil import echo_json, jsonable
-    from runtime.cli import parse_list
-
-    p = ctx.params
-    attack = p["attack"]
-    eps = parse_list(p.get("eps"), "--eps") or list(DEFAULT_EPS)
-    if any(e < 0 or e > 1 for e in eps):
-        raise click.BadParameter("--eps values must lie in [0, 1] (e.g. 8/255)")
-    surrogate = p.get("surrogate") or "atan"
-    steps = int(p.get("steps") or 10)
-    if steps < 1:
-        raise click.BadParameter("--steps must be >= 1")
-    eot = int(p.get("eot") or 1)
-    ds, img = ctx.dataset, ctx.image
-    x = np.asarray(ds.x, np.float64)
-    y = np.asarray(ds.y, np.int64)
-    n_out = int(img.meta["output"]["neurons"])
-    if y.size and int(y.max()) >= n_out:
-        raise SnnError(f"labels of the data go up to {int(y.max())} but {ctx.image_path} has "
-                       f"{n_out} outputs", "attack the image with the data it was trained for")
-    if attack == "sda":
-        from frontends.datasets import binarize_events
-        evs = binarize_events(ds, ctx.timesteps, seed=ctx.seed)
-        out = sda_run(img, evs.x, evs.y, surrogate=surrogate, iters=10 * steps, seed=ctx.seed,
-                      workers=ctx.workers, name=evs.name)
-    else:
-        src = None
-        if p.get("source"):
-            src = float_graph_of(p["source"], img.spec, tuple(img.meta["input"]["shape"]))
-            n_src = int(np.prod(src.node(src.input_name).input_type))
-            if n_src != img.n_inputs:
-                raise SnnError(f"--source {p['source']} takes {n_src} inputs but the chip image "
-                               f"takes {img.n_inputs}",
-                               "attack the model the image was compiled from")
-        cfg = SweepConfig(attack, tuple(eps), ctx.encoding, ctx.timesteps, surrogate,
-                          p.get("alpha"), steps, eot, ctx.seed, workers=ctx.workers)
-        out = attack_sweep(img, x, y, cfg, src)
-        if src is not None:
-            out["source"] = str(p["source"])
-            out["level"] = "transfer"
-    out["image"] = ctx.image_path
-    if ctx.report_dir or ctx.plots:
-        d = Path(ctx.report_dir or "snnrun-attack")
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "attack.json").write_text(json.dumps(jsonable(out), indent=2))
-        (d / "attack.md").write_text(markdown_results(out))
-        if ctx.plots and attack != "sda":
-            out["figure"] = plot_accuracy_vs_eps([out], d / "accuracy_vs_eps.png")
-    if ctx.as_json:
-        echo_json(out)
-    else:
-        click.echo(results_table(out))
-        if ctx.report_dir or ctx.plots:
-            click.echo(f"\nreport written to {ctx.report_dir or 'snnrun-attack'}/")
-
-
-def markdown_results(out: dict) -> str:
-    t = results_table(out).splitlines()
-    lines = [f"# {t[0]}", "", "```", *t[1:], "```", ""]
-    return "\n".join(lines)
 
 
 __all__ = ["Target", "fgsm", "pgd", "generate", "attack_sweep", "SweepConfig", "sda",
            "sda_metrics", "sda_run", "SDAResult", "evaluate_examples", "run_images",
-           "float_graph_of", "events_to_payloads", "main_attack", "results_table",
-           "plot_accuracy_vs_eps", "eps_label"]
+           "float_graph_of", "events_to_payloads", "DEFAULT_EPS"]
