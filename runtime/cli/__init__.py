@@ -57,6 +57,10 @@ from snnc._version import __version__
 @click.option("--steps", default=10, show_default=True, help="PGD steps.")
 @click.option("--alpha", default=None, type=float, help="PGD step size (default eps/4).")
 @click.option("--eot", default=1, show_default=True, help="EOT samples for stochastic encodings.")
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="local",
+              metavar="[local|ADDRESS]",
+              help="Run the work units (sweep instances, attack chunks) on Ray: 'local' starts a "
+                   "local instance, ADDRESS joins a cluster (docs/scale-out.md).")
 @click.version_option(__version__, "--version", prog_name="snnrun", message="%(prog)s %(version)s")
 @debug_option
 def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, check, as_json,

@@ -13,6 +13,7 @@ from compiler.cliutil import echo_json, jsonable
 from compiler.errors import SnnError
 from runtime.cli.common import parse_list
 from runtime.lab.attacks import DEFAULT_EPS, SweepConfig, attack_sweep, float_graph_of, sda_run
+from runtime.lab.cluster import connect
 from runtime.reports.attack import markdown_results, plot_accuracy_vs_eps, results_table
 
 
@@ -54,7 +55,10 @@ def main_attack(ctx) -> None:
                                "attack the model the image was compiled from")
         cfg = SweepConfig(attack, tuple(eps), ctx.encoding, ctx.timesteps, surrogate,
                           p.get("alpha"), steps, eot, ctx.seed, workers=ctx.workers)
-        out = attack_sweep(img, x, y, cfg, src)
+        cluster = connect(p.get("ray_address"), progress=not ctx.as_json)
+        out = attack_sweep(img, x, y, cfg, src, cluster=cluster)
+        if cluster is not None:
+            out["ray"] = cluster.info()
         if src is not None:
             out["source"] = str(p["source"])
             out["level"] = "transfer"

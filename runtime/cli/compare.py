@@ -13,6 +13,7 @@ from compiler.cliutil import debug_option, echo_json, jsonable
 from compiler.errors import SnnError
 from frontends.training.models import train_digits_encoding
 from runtime.cli.common import ENCODINGS, parse_list
+from runtime.lab.cluster import connect
 from runtime.lab.compare import compile_images, run_compare, synthetic_event_task
 from runtime.reports.compare import plot_encodings, sda_table, tables
 
@@ -74,6 +75,10 @@ def _names(text: str, allowed, what: str) -> list[str]:
               help="Also SDA on N synthetic DVS samples (trains a small SNN first).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--workers", type=int, default=None)
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="local",
+              metavar="[local|ADDRESS]",
+              help="Run the work units (sweep instances, attack chunks) on Ray: 'local' starts a "
+                   "local instance, ADDRESS joins a cluster (docs/scale-out.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--markdown", "md_path", default=None, type=click.Path(dir_okay=False),
               help="Write the tables as Markdown.")
@@ -84,7 +89,7 @@ def _names(text: str, allowed, what: str) -> list[str]:
 def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, timesteps, encodings,
                 attacks, eps, surrogate, surrogates, pgd_steps, steps, alpha, eot, encoding_models,
                 train_encodings, epochs, workdir, sda, sda_limit, sda_synthetic, seed, workers,
-                as_json, md_path, report_dir, plots, debug):
+                ray_address, as_json, md_path, report_dir, plots, debug):
     """Robustness tables of one model: encodings x attack strength, before/after quantization,
     algorithm vs hardware level, surrogates, PGD steps, SDA (docs/attacks.md)."""
     from frontends.datasets import binarize_events, calibration_arrays, load_dataset
@@ -148,10 +153,11 @@ def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, tim
     else:
         raise click.UsageError("give --model MODEL.onnx (with --bits) or --images a.bin,b.bin")
     labels = list(imgs)
+    cluster = connect(ray_address, progress=not as_json)
     res = run_compare(imgs, ds.x, ds.y, encodings=encs, attacks=atts, eps=eps_l, T=T,
                       float_graphs=src_float, encoding_images=enc_images, surrogate=surrogate,
                       surrogates=sgs, pgd_steps=steps_l, steps=steps, alpha=alpha, eot=eot,
-                      seed=seed, workers=workers, log=log)
+                      seed=seed, workers=workers, log=log, cluster=cluster)
     tabs = tables(res, eps_l, labels, encs, atts, surrogate)
     sda_runs = []
     if sda:
@@ -174,6 +180,8 @@ def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, tim
            "encodings": encs, "attacks": atts, "eps": eps_l, "surrogate": surrogate,
            "steps": steps, "eot": eot, "records": res["records"], "sda": sda_runs,
            "tables": tabs, "seconds": time.perf_counter() - t_start}
+    if cluster is not None:
+        out["ray"] = cluster.info()
     md = "\n\n".join(tabs.values()) + "\n"
     if md_path:
         Path(md_path).parent.mkdir(parents=True, exist_ok=True)
