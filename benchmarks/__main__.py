@@ -21,9 +21,9 @@ import time
 import numpy as np
 import torch
 
-from compiler import compile_model
 from compiler.chip import PICORE64
 from compiler.cliutil import jsonable, table
+from frontends import compile_model
 from runtime.image import load
 from runtime.simulator import run_payloads
 

@@ -43,7 +43,8 @@ from runtime.cli import ENCODINGS, SUBCOMMANDS, parse_list
 def compile_images(model, bits_list, *, timesteps: int, encoding: str, calib=None,
                    input_shape=None, spec=None, per_channel: bool = False, clip: str = "max"):
     """Compile ``model`` at each width -> (images {label: ChipImage}, lowered float graph)."""
-    from compiler import PICORE64, compile_model
+    from compiler import PICORE64
+    from frontends import compile_model
     from runtime.image import from_sections
 
     spec = spec or PICORE64
@@ -119,7 +120,7 @@ def train_digits_encoding(encoding: str, T: int, epochs: int = 30, seed: int = 0
 
     model = train_native(digits_architecture(), tr.x, tr.y, to_seq, epochs, seed=seed)
     if out is not None:
-        from frontends.onnx_io import export_onnx
+        from frontends.onnx import export_onnx
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         export_onnx(model, out, input_shape=tr.shape)
     return model

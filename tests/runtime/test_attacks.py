@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 from factories import make_convnet, make_mlp
 
-from compiler import compile_model
 from compiler.chip import PICORE64
+from frontends import compile_model
 from runtime import evaluate as ev
 from runtime.attacks import (
     SweepConfig,

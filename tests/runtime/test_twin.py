@@ -10,8 +10,9 @@ from factories import make_convnet, make_mlp, random_net
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler import compile_model, reference
+from compiler import reference
 from compiler.chip import PICORE64
+from frontends import compile_model
 from runtime.encoding import encode
 from runtime.image import from_sections
 from runtime.simulator import dense_rows, run_payloads
