@@ -110,7 +110,11 @@ class Ctx:
         self.consumers: dict[str, list] = {}
         self.restored: set[str] = set()          # initializers reshaped from 'snnc.shape='
         for t in model.graph.initializer:
-            a = numpy_helper.to_array(t)
+            try:
+                a = numpy_helper.to_array(t)
+            except Exception as e:
+                raise FrontendError(f"{self.source}: initializer '{t.name}' cannot be read "
+                                    f"({type(e).__name__}: {e})") from e
             self.consts[t.name] = self._restore(a, t.doc_string)
             if t.doc_string.startswith(SHAPE_DOC):
                 self.restored.add(t.name)
@@ -154,11 +158,40 @@ class Ctx:
         return self.consts.get(tname) if tname else None
 
     def need_const(self, node, i: int, what: str) -> np.ndarray:
+        """Input ``i`` as a constant: numeric and finite (else a FrontendError naming it)."""
         a = self.const(node.input[i]) if i < len(node.input) else None
         if a is None:
             raise self.unsupported(node, f"{node.op_type} with a computed {what}",
                                    f"{what} must be an initializer (a constant)")
+        return self.numeric(node, node.input[i], a, what)
+
+    def numeric(self, node, tname: str, a, what: str) -> np.ndarray:
+        a = np.asarray(a)
+        if a.dtype.kind not in "biuf":
+            raise FrontendError(f"{self.source}: node '{node.name}' ({node.op_type}): {what} "
+                                f"'{tname}' has element type {a.dtype}, expected numbers",
+                                "the model file is corrupt or was not written by an exporter")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            bad = int(np.sum(~np.isfinite(a)))
+            raise FrontendError(f"{self.source}: node '{node.name}' ({node.op_type}): {what} "
+                                f"'{tname}' holds {bad} NaN/Inf value(s)",
+                                "the trained weights diverged or the file is corrupt; retrain "
+                                "or re-export")
         return a
+
+    def ints(self, node, a: dict, key: str, default, n: int = 2, lo: int = 1) -> tuple:
+        """An integer-list attribute with ``n`` entries, each >= ``lo`` (FrontendError else)."""
+        v = a.get(key, default)
+        try:
+            v = tuple(int(x) for x in v)
+        except (TypeError, ValueError):
+            v = None
+        if v is None or len(v) != n or any(x < lo for x in v):
+            raise FrontendError(f"{self.source}: node '{node.name}' ({node.op_type}): attribute "
+                                f"{key}={a.get(key, default)!r} is invalid, expected {n} integers "
+                                f">= {lo}",
+                                "the model file is corrupt or was not written by an exporter")
+        return v
 
     def attrs(self, node) -> dict:
         """Attribute values (strings decoded; exact floats from an 'snnc.exact' doc_string)."""
@@ -254,23 +287,112 @@ def _shape(name: str, ir_node, in_shapes):
 
 
 def check_file(path: Path):
+    """Load and check an ONNX file: readable, external data confined, onnx.checker, opsets.
+
+    External data (tensors stored in side files) is read only from files inside the model's
+    own folder: a location that is absolute, climbs out with '..' or resolves (symlinks) to
+    somewhere else is refused, as is a missing side file.
+    """
     onnx = _onnx()
+    path = Path(path)
     if not path.is_file():
         raise FrontendError(f"model file {path} not found", "check the path")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf DecodeError, OSError, ...
         raise FrontendError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e})",
                             "is the file complete? ONNX files come from torch.onnx.export or "
                             "snnc's export_onnx") from e
+    _load_external_data(model, path)
     try:
         onnx.checker.check_model(model)
     except Exception as e:
         raise FrontendError(f"{path}: invalid ONNX model: {e}",
                             "re-export the model; onnx.checker must accept it") from e
+    _check_opsets(model, path.name)
     return model
 
 
+def _load_external_data(model, path: Path) -> None:
+    from onnx import TensorProto
+    from onnx.external_data_helper import load_external_data_for_model
+
+    base = path.resolve().parent
+    external = [t for t in _all_tensors(model) if t.data_location == TensorProto.EXTERNAL]
+    for t in external:
+        loc = {e.key: e.value for e in t.external_data}.get("location", "")
+        target = (base / loc).resolve()
+        if not loc or Path(loc).is_absolute() or not target.is_relative_to(base):
+            raise FrontendError(f"{path}: tensor '{t.name}' stores its data in '{loc}', outside "
+                                f"the model's folder {base}",
+                                "snnc reads external data only from files next to the model; "
+                                "re-save it with onnx.save(..., save_as_external_data=True) or "
+                                "embed the weights")
+        if not target.is_file():
+            raise FrontendError(f"{path}: tensor '{t.name}': external data file '{loc}' not "
+                                "found", "copy the data file next to the model")
+    if external:
+        try:
+            load_external_data_for_model(model, str(base))
+        except Exception as e:
+            raise FrontendError(f"{path}: cannot read the external data "
+                                f"({type(e).__name__}: {e})") from e
+
+
+def _all_tensors(model):
+    yield from model.graph.initializer
+    for n in model.graph.node:
+        for a in n.attribute:
+            if a.HasField("t"):
+                yield a.t
+
+
+def _check_opsets(model, where: str) -> None:
+    from onnx.defs import onnx_opset_version
+    newest = onnx_opset_version()
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx") and not 1 <= op.version <= newest:
+            raise FrontendError(f"ONNX file '{where}': default-domain opset {op.version} is "
+                                f"not one this snnc knows (1..{newest})",
+                                "export with a released opset (torch.onnx.export opset_version=17 "
+                                "or 18)")
+
+
+# the batch dim in folded shape arithmetic (Shape -> Gather -> Concat -> Reshape): a sentinel
+# that Reshape reads as "keep the batch dim"
+BATCH = -(2 ** 40)
+FOLD_OPS = frozenset({"Identity", "Cast", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice",
+                      "Reshape", "Transpose", "Mul", "Div", "Add", "Sub", "Neg", "Sqrt",
+                      "ReduceProd", "Range", "Equal", "Where", "Expand", "ConstantOfShape"})
+
+
+def _fold_constant(ctx: Ctx, node) -> bool:
+    """Fold a node computed from constants only (shape arithmetic, Identity on an initializer)
+    into a constant; ``Shape`` of a computed tensor gives [BATCH, *its shape]. True if folded."""
+    if node.op_type == "Shape" and node.input and node.input[0] in ctx.producer:
+        a = ctx.attrs(node)
+        full = np.array([BATCH, *ctx.shapes[ctx.producer[node.input[0]]]], np.int64)
+        ctx.consts[node.output[0]] = full[a.get("start", 0):a.get("end", len(full))]
+        return True
+    ins = [t for t in node.input if t]
+    if node.op_type not in FOLD_OPS or not ins or any(t not in ctx.consts for t in ins):
+        return False
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+    try:
+        g = helper.make_graph(
+            [node], "fold",
+            [helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(
+                np.asarray(ctx.consts[t]).dtype), None) for t in dict.fromkeys(ins)],
+            [helper.make_tensor_value_info(o, 0, None) for o in node.output if o])
+        outs = ReferenceEvaluator(helper.make_model(g)).run(
+            None, {t: np.asarray(ctx.consts[t]) for t in dict.fromkeys(ins)})
+    except Exception as e:
+        raise FrontendError(f"{ctx.source}: node '{node.name}' ({node.op_type}) on constants "
+                            f"cannot be evaluated ({type(e).__name__}: {e})") from e
+    for o, v in zip([o for o in node.output if o], outs):
+        ctx.consts[o] = np.asarray(v)
+    return True
 
 
 def is_snn_model(model) -> bool:
@@ -339,6 +461,8 @@ def run_import(model, where: str, input_shape=None, ann: bool = False, maxpool: 
         if n.output and n.output[0] in ctx.fused:   # an Add already folded into a bias
             continue
         domain = "" if n.domain in ("", "ai.onnx") else n.domain
+        if domain == "" and _fold_constant(ctx, n):
+            continue
         fn = IMPORTERS.get((domain, n.op_type))
         if fn is None:
             if domain == "" and n.op_type in ANN_OPS:
@@ -382,16 +506,39 @@ def _f64(a) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)
 
 
-def _pads2d(ctx: Ctx, node, a: dict) -> tuple[int, int]:
-    if a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        raise ctx.unsupported(node, f"{node.op_type}(auto_pad={a['auto_pad']})",
+def _pads(ctx: Ctx, node, a: dict, kernel=None, in_hw=None
+          ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """2-D pads as ((begin_h, begin_w), (end_h, end_w)), each >= 0: explicit, VALID, or
+    SAME_UPPER / SAME_LOWER (output = ceil(input / stride); the odd pad at the end / begin)."""
+    auto = a.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER") and kernel is not None and in_hw is not None:
+        stride = ctx.ints(node, a, "strides", (1, 1))
+        dil = ctx.ints(node, a, "dilations", (1, 1))
+        begin, end = [], []
+        for n, k, s, d in zip(in_hw, kernel, stride, dil):
+            total = max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n)
+            small = total // 2
+            begin.append(small if auto == "SAME_UPPER" else total - small)
+            end.append(total - begin[-1])
+        return tuple(begin), tuple(end)
+    if auto == "VALID":
+        return (0, 0), (0, 0)
+    if auto != "NOTSET":
+        raise ctx.unsupported(node, f"{node.op_type}(auto_pad={auto})",
                               "export with explicit pads")
     pads = list(a.get("pads", [0, 0, 0, 0]))
     if len(pads) != 4:
         raise ctx.unsupported(node, f"{node.op_type} with {len(pads) // 2}-D pads",
                               "only 2-D operators are supported")
-    if pads[0] != pads[2] or pads[1] != pads[3]:
-        raise ctx.unsupported(node, f"{node.op_type} with asymmetric pads {pads}",
+    pads = ctx.ints(node, a, "pads", [0, 0, 0, 0], n=4, lo=0)
+    return (pads[0], pads[1]), (pads[2], pads[3])
+
+
+def _pads2d(ctx: Ctx, node, a: dict) -> tuple[int, int]:
+    """Symmetric 2-D pads (ph, pw); asymmetric pads raise UnsupportedOpError."""
+    (ph, pw), end = _pads(ctx, node, a)
+    if (ph, pw) != end:
+        raise ctx.unsupported(node, f"{node.op_type} with asymmetric pads {list(a['pads'])}",
                               "use symmetric padding (same before and after)")
-    return pads[0], pads[1]
+    return ph, pw
 

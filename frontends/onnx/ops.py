@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.errors import FrontendError
 from compiler.ir import (
     Add,
     Affine,
@@ -21,12 +22,13 @@ from compiler.ir import (
 )
 from compiler.ir.linear import out_shape
 from frontends.onnx.common import (
+    BATCH,
     DOMAIN,
     FLATTEN_DOC,
     IMPLICIT_FLATTEN,
     Ctx,
     _f64,
-    _pads2d,
+    _pads,
     register_importer,
 )
 
@@ -38,10 +40,40 @@ def _conv(ctx: Ctx, node) -> None:
     w = _f64(ctx.need_const(node, 1, "weight"))
     if w.ndim != 4:
         raise ctx.unsupported(node, f"Conv{w.ndim - 2}d", "only 2-D convolutions are supported")
-    b = ctx.const(node.input[2]) if len(node.input) > 2 else None
+    where = f"{ctx.source}: Conv node '{node.name}'"
+    if "kernel_shape" in a and tuple(ctx.ints(node, a, "kernel_shape", ())) != w.shape[2:]:
+        raise FrontendError(f"{where}: kernel_shape={list(a['kernel_shape'])} disagrees with its "
+                            f"weight '{node.input[1]}' of shape {list(w.shape)}",
+                            "the model file is corrupt or was not written by an exporter")
+    stride = ctx.ints(node, a, "strides", (1, 1))
+    dilation = ctx.ints(node, a, "dilations", (1, 1))
+    groups = int(a.get("group", 1))
+    cin = ctx.shapes[x][0] if ctx.shapes[x] else 0
+    if groups < 1 or w.shape[0] % groups or w.shape[1] * groups != cin:
+        raise FrontendError(f"{where}: group={groups} with weight '{node.input[1]}' of shape "
+                            f"{list(w.shape)} does not fit {cin} input channels",
+                            "weight [out, in/group, kh, kw] with out and in divisible by group")
+    b = ctx.need_const(node, 2, "bias") if len(node.input) > 2 and node.input[2] else None
     b = np.zeros(w.shape[0]) if b is None else _f64(b).reshape(-1)
-    kw = dict(stride=tuple(a.get("strides", (1, 1))), padding=_pads2d(ctx, node, a),
-              dilation=tuple(a.get("dilations", (1, 1))), groups=int(a.get("group", 1)))
+    if b.shape != (w.shape[0],):
+        raise FrontendError(f"{where}: bias '{node.input[2]}' has {b.size} values, the weight "
+                            f"has {w.shape[0]} output channels")
+    pb, pe = _pads(ctx, node, a, w.shape[2:], ctx.shapes[x][1:])
+    if pb != pe and any(d != 1 for d in dilation):
+        raise ctx.unsupported(node, "Conv with asymmetric pads and dilation",
+                              "use symmetric padding")
+    if pb != pe:   # asymmetric: symmetric padding max(pb, pe) and zero taps on the short side
+        p = tuple(max(u, v) for u, v in zip(pb, pe))
+        k = w.shape[2:]
+        grown = np.zeros(w.shape[:2] + tuple(
+            (k[i] - 1) * dilation[i] + 1 + 2 * p[i] - pb[i] - pe[i] for i in range(2)))
+        off = tuple(p[i] - pb[i] for i in range(2))
+        grown[:, :, off[0]:off[0] + (k[0] - 1) * dilation[0] + 1:dilation[0],
+              off[1]:off[1] + (k[1] - 1) * dilation[1] + 1:dilation[1]] = w
+        ctx.notes.append(f"Conv '{node.name}': asymmetric pads {list(pb) + list(pe)} as a "
+                         f"zero-padded {grown.shape[2]}x{grown.shape[3]} kernel (exact)")
+        w, pb = grown, p
+    kw = dict(stride=stride, padding=pb, dilation=dilation, groups=groups)
     conv = Conv2d(w, b, **kw)
     _add_with_bias(ctx, node, conv, x, lambda fb: Conv2d(w, b + fb, **kw))
 
@@ -93,30 +125,133 @@ def _matmul(ctx: Ctx, node) -> None:
     _add_with_bias(ctx, node, Linear(w.T), x, lambda fb: Affine(w.T, fb))
 
 
-def _pool_args(ctx: Ctx, node) -> dict:
+def _pool_args(ctx: Ctx, node, in_hw=None) -> dict:
+    """Window, stride, pads (begin, end) and modes of AveragePool/MaxPool/SumPool2d, checked."""
     a = ctx.attrs(node)
-    if a.get("ceil_mode", 0):
-        raise ctx.unsupported(node, f"{node.op_type}(ceil_mode=1)", "use floor mode")
-    k = list(a.get("kernel_shape", ()))
+    k = a.get("kernel_shape", ())
     if len(k) != 2:
-        raise ctx.unsupported(node, f"{node.op_type} with kernel {k}", "only 2-D pooling")
-    if any(d != 1 for d in a.get("dilations", (1, 1))):
+        raise ctx.unsupported(node, f"{node.op_type} with kernel {list(k)}", "only 2-D pooling")
+    k = ctx.ints(node, a, "kernel_shape", ())
+    if any(d != 1 for d in ctx.ints(node, a, "dilations", (1, 1))):
         raise ctx.unsupported(node, f"{node.op_type} with dilations", "remove the dilation")
-    pad = _pads2d(ctx, node, a)
-    if node.op_type == "AveragePool" and any(pad) and not a.get("count_include_pad", 0):
-        raise ctx.unsupported(node, "AveragePool(count_include_pad=0) with padding",
-                              "the chip divides by k*k: use count_include_pad=1")
-    return dict(kernel_size=tuple(k), stride=tuple(a.get("strides", (1, 1))), padding=pad)
+    stride = ctx.ints(node, a, "strides", (1, 1))
+    pb, pe = _pads(ctx, node, a, k, in_hw)
+    if any(p >= kk for p, kk in zip(pb + pe, k + k)):
+        raise FrontendError(f"{ctx.source}: {node.op_type} node '{node.name}': pads "
+                            f"{list(a.get('pads'))} not smaller than the kernel {list(k)}",
+                            "a window entirely in the padding has no defined average")
+    return dict(kernel=k, stride=stride, pb=pb, pe=pe, ceil=bool(a.get("ceil_mode", 0)),
+                include_pad=bool(a.get("count_include_pad", 0)))
+
+
+def _axis_plan(n: int, k: int, s: int, pb: int, pe: int, ceil: bool, include_pad: bool):
+    """One axis of a pooling window: output count and each output's divisor.
+
+    ONNX/PyTorch semantics: output o averages positions [o*s - pb, o*s - pb + k) clipped to
+    [-pb, n + pe) (count_include_pad=1: the padding counts) or to [0, n) (count_include_pad=0).
+    ceil_mode rounds the output count up, dropping a last window that would start in the end
+    padding; that window then averages over the positions it covers (fewer than k).
+    """
+    span = n + pb + pe - k
+    m = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (m - 1) * s >= n + pb:
+        m -= 1
+    st = np.arange(m) * s - pb
+    if include_pad:
+        div = np.minimum(st + k, n + pe) - st
+    else:
+        div = np.minimum(st + k, n) - np.maximum(st, 0)
+    return m, div
+
+
+def _pool(ctx: Ctx, node, x: str, sum_pool: bool = False) -> str:
+    """AveragePool (SumPool2d) -> AvgPool2d when the chip's k*k divisor is exact, otherwise an
+    exact composition: a depthwise Conv2d of ones (zero taps where the padding is one-sided)
+    and a per-position Scale of 1/count, which ``lower`` composes into one synapse matrix."""
+    args = _pool_args(ctx, node, ctx.shapes[x][1:])
+    k, s, pb, pe = args["kernel"], args["stride"], args["pb"], args["pe"]
+    shp = ctx.shapes[x]
+    if len(shp) != 3:
+        raise ctx.unsupported(node, f"{node.op_type} on a {len(shp)}-D input",
+                              "only (C, H, W) feature maps")
+    plans = [_axis_plan(shp[1 + i], k[i], s[i], pb[i], pe[i], args["ceil"],
+                        args["include_pad"] or sum_pool) for i in range(2)]
+    (mh, dh), (mw, dw) = plans
+    uniform = all(np.all(d == kk) for (_, d), kk in zip(plans, k))
+    if pb == pe and not args["ceil"] and (uniform or sum_pool):
+        cls = SumPool2d if sum_pool else AvgPool2d
+        return ctx.add(node, cls(kernel_size=k, stride=s, padding=pb), [x])
+    if sum_pool:
+        raise ctx.unsupported(node, "SumPool2d with ceil_mode or asymmetric pads",
+                              "write the SumPool2d in floor mode with symmetric pads")
+    c = shp[0]
+    # conv form: symmetric padding P, window of K taps whose ones sit at offset P - pb
+    P = tuple(max(pb[i], (plans[i][0] - 1) * s[i] - pb[i] + k[i] - shp[1 + i]) for i in range(2))
+    K = tuple(shp[1 + i] + 2 * P[i] - (plans[i][0] - 1) * s[i] for i in range(2))
+    w = np.zeros((c, 1) + K)
+    off = tuple(P[i] - pb[i] for i in range(2))
+    w[:, :, off[0]:off[0] + k[0], off[1]:off[1] + k[1]] = 1.0
+    conv = ctx.add_internal(f"{_base(node)}_sum", Conv2d(w, np.zeros(c), stride=s, padding=P,
+                                                          groups=c), [x])
+    assert ctx.shapes[conv] == (c, mh, mw)
+    scale = np.broadcast_to(1.0 / np.outer(dh, dw), (c, mh, mw)).astype(np.float64)
+    ctx.notes.append(f"{node.op_type} '{node.name}' (ceil_mode={int(args['ceil'])}, "
+                     f"count_include_pad={int(args['include_pad'])}, pads "
+                     f"{list(pb) + list(pe)}): exact as a window sum and a per-position 1/count")
+    return ctx.add(node, Scale(np.array(scale)), [conv])
+
+
+def _base(node) -> str:
+    import re
+    return re.sub(r"[^0-9A-Za-z_]", "_", node.name or node.output[0]).strip("_") or "pool"
 
 
 @register_importer("AveragePool")
 def _avgpool(ctx: Ctx, node) -> None:
-    ctx.add(node, AvgPool2d(**_pool_args(ctx, node)), [ctx.tensor(node.input[0], node)])
+    _pool(ctx, node, ctx.tensor(node.input[0], node))
 
 
 @register_importer("SumPool2d", DOMAIN)
 def _sumpool(ctx: Ctx, node) -> None:
-    ctx.add(node, SumPool2d(**_pool_args(ctx, node)), [ctx.tensor(node.input[0], node)])
+    _pool(ctx, node, ctx.tensor(node.input[0], node), sum_pool=True)
+
+
+@register_importer("ReduceMean")
+def _reduce_mean(ctx: Ctx, node) -> None:
+    """ReduceMean over spatial axes of a (C, H, W) map = average pooling (opset 13 and 18)."""
+    a = ctx.attrs(node)
+    x = ctx.tensor(node.input[0], node)
+    shp = ctx.shapes[x]
+    if len(node.input) > 1 and node.input[1]:      # opset 18: axes as an input
+        axes = [int(v) for v in ctx.need_const(node, 1, "axes").reshape(-1)]
+    else:
+        axes = [int(v) for v in a.get("axes", [])]
+    rank = len(shp) + 1
+    if not axes:
+        if a.get("noop_with_empty_axes", 0):
+            ctx.alias(node.output[0], x)
+            return
+        axes = list(range(rank))
+    if any(not -rank <= v < rank for v in axes):
+        raise FrontendError(f"{ctx.source}: ReduceMean node '{node.name}': axes {axes} out of "
+                            f"range for a rank-{rank} tensor")
+    ax = sorted({v % rank for v in axes})
+    if len(shp) != 3 or not set(ax) <= {2, 3}:
+        raise ctx.unsupported(node, f"ReduceMean over axes {ax} of a {list(shp)} tensor",
+                              "only the mean over spatial axes (2, 3) of a [N, C, H, W] map is "
+                              "supported (global/partial average pooling)")
+    kh = shp[1] if 2 in ax else 1
+    kw = shp[2] if 3 in ax else 1
+    keep = bool(a.get("keepdims", 1))
+    pool = AvgPool2d(kernel_size=(kh, kw), stride=(kh, kw))
+    if keep:
+        ctx.add(node, pool, [x])
+        return
+    p = ctx.add_internal(f"{_base(node)}_pool", pool, [x])
+    if ax == [2, 3]:
+        ctx.add(node, Flatten(), [p])               # (C, 1, 1) -> (C,)
+    else:                                         # (C, 1, W) -> (C, W); (C, H, 1) -> (C, H)
+        ctx.add(node, Flatten(1, 2), [p])
 
 
 @register_importer("Flatten")
@@ -144,6 +279,8 @@ def _reshape(ctx: Ctx, node) -> None:
         return
     s = ctx.shapes[x]
     tgt = [int(d) for d in ctx.need_const(node, 1, "shape").reshape(-1)]
+    if tgt and tgt[0] == BATCH:
+        tgt[0] = 0          # x.view(x.size(0), -1): the batch dim from folded Shape arithmetic
     if tgt and ctx.batch is not None and tgt[0] == ctx.batch:
         tgt[0] = 0          # exporters with a static batch dim write it out (e.g. [1, 64])
     if not tgt or tgt[0] not in (0, -1):
@@ -233,6 +370,11 @@ def _mul(ctx: Ctx, node) -> None:
 
 
 def _passthrough(ctx: Ctx, node) -> None:
+    """Identity / Dropout (inference): bypassed; on a constant, folded (the output is that
+    constant: the TorchScript exporter puts an Identity on a shared initializer)."""
+    if node.input[0] in ctx.consts:
+        ctx.consts[node.output[0]] = ctx.consts[node.input[0]]
+        return
     ctx.alias(node.output[0], ctx.tensor(node.input[0], node))
 
 
@@ -246,11 +388,6 @@ def global_window(ctx: Ctx, node) -> dict:
         raise ctx.unsupported(node, f"{node.op_type} on a {len(s)}-D input",
                               "only (C, H, W) feature maps")
     return dict(kernel_size=s[1:], stride=s[1:])
-
-
-@register_importer("GlobalAveragePool")
-def _global_avgpool(ctx: Ctx, node) -> None:
-    ctx.add(node, AvgPool2d(**global_window(ctx, node)), [ctx.tensor(node.input[0], node)])
 
 
 @register_importer("GlobalAveragePool")

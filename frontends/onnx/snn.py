@@ -53,7 +53,10 @@ in docs/frontends.md).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+import numpy as np
 
 from compiler.errors import FrontendError
 from compiler.ir import IF, LIF, Graph, verify
@@ -75,7 +78,7 @@ def _neuron(ctx: Ctx, node) -> None:
             if c is None:
                 raise ctx.unsupported(node, f"{node.op_type} with a computed {p}",
                                       f"{p} must be an initializer")
-            vals[p] = _f64(c)
+            vals[p] = _f64(ctx.numeric(node, tname, c, p))
         elif p in a:
             vals[p] = _f64(a[p])
         elif p in ("v_threshold", "beta"):
@@ -87,8 +90,22 @@ def _neuron(ctx: Ctx, node) -> None:
         raise FrontendError(f"{ctx.source}: {node.op_type} node '{node.name}' has reset "
                             f"'{reset}', expected one of {RESET_MODES}")
     floor = a.get("neg_floor")
-    kw = dict(reset_mode=reset, neg_floor=None if floor is None else float(floor),
-              dt=float(a.get("dt", 1.0)), **vals)
+    dt = float(a.get("dt", 1.0))
+    where = f"{ctx.source}: {node.op_type} node '{node.name}'"
+    if not (math.isfinite(dt) and dt > 0):
+        raise FrontendError(f"{where}: attribute dt={dt}, expected a finite time step > 0",
+                            "dt is the simulation step in seconds (snnc writes 1.0)")
+    if floor is not None and not (math.isfinite(float(floor)) and float(floor) >= 0):
+        raise FrontendError(f"{where}: attribute neg_floor={floor}, expected a finite value >= 0")
+    for p, v in vals.items():
+        if not np.all(np.isfinite(v)):
+            raise FrontendError(f"{where}: {p} holds NaN/Inf values",
+                                "the model file is corrupt; re-export it")
+    if np.any(vals["v_threshold"] <= 0):
+        raise FrontendError(f"{where}: v_threshold must be > 0, got min "
+                            f"{float(np.min(vals['v_threshold'])):g}")
+    kw = dict(reset_mode=reset, neg_floor=None if floor is None else float(floor), dt=dt,
+              **vals)
     name = ctx.add(node, LIF(**kw) if node.op_type == "LIF" else IF(**kw), [x])
     if node.op_type == "LIF" and "leak" in a:
         ctx.leak_hints[name] = str(a["leak"])
