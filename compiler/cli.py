@@ -47,7 +47,7 @@ def cli(debug: bool, verbose: int) -> None:
 
 
 def _conversion_options(f):
-    """ANN -> SNN conversion options (an ONNX CNN; frontends/convert_ann.py)."""
+    """ANN -> SNN conversion options (an ONNX CNN; frontends/onnx/ann.py)."""
     opts = [
         click.option("--maxpool", default="error", show_default=True,
                      type=click.Choice(["error", "avg"]),
@@ -90,7 +90,7 @@ def _nir_options(f, dt: bool = True):
 
 def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict,
               save_snn=None):
-    """An ONNX CNN or a .nir file -> (Graph, source dict); an SNN .onnx -> (path, None)."""
+    """Load MODEL (.onnx SNN or CNN, .nir) -> (Graph, source dict for the image's META)."""
     from compiler.backend.emit import file_sha256
     from frontends import is_ann_file, load_model
 
@@ -101,10 +101,10 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
     if not is_ann_file(path):
         if save_snn:
             raise click.UsageError("--save-snn applies to ONNX CNNs (converted models) only")
-        return model, None
+        return load_model(path, shape), source
     graph = load_model(path, shape, calib=calib_x, timesteps=timesteps, **conversion)
     if save_snn:
-        from frontends.onnx_io import export_onnx
+        from frontends.onnx import export_onnx
         export_onnx(graph, save_snn)
         source = {"path": Path(save_snn).name, "sha256": file_sha256(save_snn),
                   "converted_from": source}
@@ -118,14 +118,16 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
 @click.option("--bits", default="8", show_default=True, help="Weight width 1|2|4|8 or auto.")
 @click.option("--per-channel", is_flag=True, help="One weight scale per output channel.")
 @click.option("--clip", default="max", show_default=True, help="Weight range: max or pNN.N.")
-@click.option("--auto-sqnr", default=30.0, show_default=True, help="SQNR bound (dB) for --bits auto.")
+@click.option("--auto-sqnr", default=30.0, show_default=True,
+              help="SQNR bound (dB) for --bits auto.")
 @click.option("--chips", default=1, show_default=True, help="Chips on the board.")
 @click.option("--calib", default=None, help="Calibration data: digits or FILE.npz.")
 @click.option("--calib-limit", default=512, show_default=True, help="Calibration samples.")
 @click.option("--timesteps", default=8, show_default=True, help="Default T written into the image.")
 @click.option("--encoding", default="direct", show_default=True,
               type=click.Choice(["direct", "rate", "phase", "latency"]))
-@click.option("--leak", default="auto", show_default=True, type=click.Choice(["auto", "shift", "mult"]))
+@click.option("--leak", default="auto", show_default=True,
+              type=click.Choice(["auto", "shift", "mult"]))
 @click.option("--seed", default=0, show_default=True, help="Placement seed.")
 @click.option("--strict", is_flag=True, help="Fail when a layer goes silent after quantization.")
 @click.option("--input-shape", default=None, help="C,H,W for models without shape information.")
@@ -178,10 +180,8 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
     prog = compile_model(
         model_in, spec, bits=_bits(bits), per_channel=per_channel, clip=clip, chips=chips,
         calib=calib_x, timesteps=timesteps, encoding=encoding, seed=seed,
-        strict=strict, leak=leak, auto_sqnr=auto_sqnr, input_shape=shape,
+        strict=strict, leak=leak, auto_sqnr=auto_sqnr, source=source,
         dump_after=set(dump_after), stop_after=stop_after, dump=dump)
-    if source is not None:
-        prog.source = source
     summary = prog.summary()
     report = _report(prog, summary)
     if estimate:
@@ -378,6 +378,14 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
     }
 
 
+
+def _run_chip(prog, payloads):
+    """convert-report --runtime: the program's chip image on the cycle-level runtime."""
+    from runtime.image import from_sections
+    from runtime.simulator import run_payloads
+    return run_payloads(from_sections(prog.sections(), prog.spec.digest()), payloads).predictions
+
+
 @cli.command("convert-report")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--calib", required=True, help="Calibration data: digits or FILE.npz.")
@@ -401,9 +409,8 @@ def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits
                    clip, input_shape, use_runtime, maxpool, threshold, threshold_per_channel,
                    v_init, calibrate_vinit, as_json, debug):
     """ANN accuracy vs converted SNN accuracy (float and quantized reference) per T."""
-    from frontends.convert_ann import report
     from frontends.datasets import load_dataset
-    from frontends.onnx_io import import_ann
+    from frontends.onnx import import_ann, report
 
     try:
         ts = [int(t) for t in timesteps.split(",") if t.strip()]
@@ -419,7 +426,8 @@ def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits
     ds = load_dataset(data, split="test", limit=limit)
     res = report(ann, load_calib(calib, calib_limit), ds.x, ds.y, ts, bits=_bits(bits),
                  weight_per_channel=per_channel, clip=clip, spec=_spec(chip),
-                 runtime=use_runtime, threshold=threshold, per_channel=threshold_per_channel,
+                 run_chip=_run_chip if use_runtime else None, threshold=threshold,
+                 per_channel=threshold_per_channel,
                  v_init=v_init, calibrate_vinit=calibrate_vinit)
     res["data"] = data
     if as_json:
@@ -486,9 +494,6 @@ def export_nir_cmd(source, output, dt, calib, calib_limit, timesteps, input_shap
                                   per_channel=threshold_per_channel, v_init=v_init,
                                   calibrate_vinit=calibrate_vinit),
                              dict(dt=None, nir_convention=nir_convention, cubalif=cubalif))
-        if not hasattr(graph, "attrs"):
-            from frontends import load_model
-            graph = load_model(graph, shape)
     warnings = export_nir(graph, output, dt=dt)
     for w in warnings:
         click.echo(f"warning: {w}", err=True)

@@ -42,7 +42,7 @@ __all__ = ["__version__", "load_model", "compile", "load", "run", "run_payloads"
 
 def export_onnx(model, path, input_shape=None, **kw):
     """Write a native SNN (nn.Module) or a Graph as ONNX in the ai.snnc SNN dialect."""
-    from frontends.onnx_io import export_onnx as _export
+    from frontends.onnx import export_onnx as _export
     return _export(model, path, input_shape=input_shape, **kw)
 
 
@@ -85,10 +85,7 @@ def compile(model, spec: ChipSpec = PICORE64, *, input_shape=None, calib=None,
             if Path(model).suffix.lower() == ".onnx" and "timesteps" in options:
                 kw.setdefault("timesteps", options["timesteps"])
         graph = load_model(model, input_shape=input_shape, **kw)
-    prog = compile_model(graph, spec, calib=calib, input_shape=input_shape, **options)
-    if source:
-        prog.source = source
-    return prog
+    return compile_model(graph, spec, calib=calib, source=source or None, **options)
 
 
 def load(path) -> ChipImage:

@@ -210,7 +210,7 @@ def evaluate_examples(image, x, x_adv, y, encoding: str, T: int, seed: int = 0,
 
 def float_graph_of(source, spec, input_shape=None):
     """The lowered float graph of a source model (fold-bn + lower), for algorithm-level attacks."""
-    from compiler import compile_model
+    from frontends import compile_model
     return compile_model(source, spec, stop_after="lower", input_shape=input_shape).graph
 
 

@@ -37,7 +37,8 @@ from compiler.errors import SnnError
 def compile_images(model, bits_list, *, timesteps: int, encoding: str, calib=None,
                    input_shape=None, spec=None, per_channel: bool = False, clip: str = "max"):
     """Compile ``model`` at each width -> (images {label: ChipImage}, lowered float graph)."""
-    from compiler import PICORE64, compile_model
+    from compiler import PICORE64
+    from frontends import compile_model
     from runtime.image import from_sections
 
     spec = spec or PICORE64

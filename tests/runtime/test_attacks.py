@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 from factories import make_convnet, make_mlp
 
-from compiler import compile_model
 from compiler.chip import PICORE64
+from frontends import compile_model
 from runtime.engines.tick import run_payloads
 from runtime.image import from_sections
 from runtime.lab import evaluate as ev

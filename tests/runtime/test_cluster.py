@@ -23,7 +23,6 @@ from runtime.lab.attacks import SweepConfig, attack_sweep  # noqa: E402
 from runtime.lab.cluster import Cluster, connect  # noqa: E402
 from runtime.lab.sweep import instance_accuracy, sweep  # noqa: E402
 
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -80,7 +79,7 @@ def crash_once_unit(marker: str, image, payloads, labels, seed, model, i):
 
 
 def test_killed_worker_is_retried_and_the_result_is_identical(cluster, setup, tmp_path):
-    from ray import cloudpickle   # Ray's own copy pickles the task arguments
+    from ray import cloudpickle  # Ray's own copy pickles the task arguments
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     img, ds, p = setup
     model = noise.make_model("mismatch", 0.5)
