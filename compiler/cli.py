@@ -67,7 +67,7 @@ def _conversion_options(f):
 
 
 def _nir_options(f, dt: bool = True):
-    """NIR import options (frontends/nir_io.py)."""
+    """NIR import options (frontends/nir/)."""
     opts = [
         click.option("--dt", default=None, type=float,
                      help="NIR: time step (default: the file's metadata or the convention's)."),
@@ -116,14 +116,16 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
 @click.option("--bits", default="8", show_default=True, help="Weight width 1|2|4|8 or auto.")
 @click.option("--per-channel", is_flag=True, help="One weight scale per output channel.")
 @click.option("--clip", default="max", show_default=True, help="Weight range: max or pNN.N.")
-@click.option("--auto-sqnr", default=30.0, show_default=True, help="SQNR bound (dB) for --bits auto.")
+@click.option("--auto-sqnr", default=30.0, show_default=True,
+              help="SQNR bound (dB) for --bits auto.")
 @click.option("--chips", default=1, show_default=True, help="Chips on the board.")
 @click.option("--calib", default=None, help="Calibration data: digits or FILE.npz.")
 @click.option("--calib-limit", default=512, show_default=True, help="Calibration samples.")
 @click.option("--timesteps", default=8, show_default=True, help="Default T written into the image.")
 @click.option("--encoding", default="direct", show_default=True,
               type=click.Choice(["direct", "rate", "phase", "latency"]))
-@click.option("--leak", default="auto", show_default=True, type=click.Choice(["auto", "shift", "mult"]))
+@click.option("--leak", default="auto", show_default=True,
+              type=click.Choice(["auto", "shift", "mult"]))
 @click.option("--seed", default=0, show_default=True, help="Placement seed.")
 @click.option("--strict", is_flag=True, help="Fail when a layer goes silent after quantization.")
 @click.option("--input-shape", default=None, help="C,H,W for models without shape information.")
@@ -465,7 +467,7 @@ def export_nir_cmd(source, output, dt, calib, calib_limit, timesteps, input_shap
     its float operator graph. Anything NIR cannot express is printed as a warning.
     """
     from compiler.backend import binfmt
-    from frontends.nir_io import export_nir
+    from frontends.nir import export_nir
 
     path = Path(source)
     if not path.is_file():

@@ -3,7 +3,7 @@
 ``load_model`` is the one entry point the compiler and the CLIs use; it dispatches on the type
 of its argument, the file extension, and for .onnx on the content: an SNN in the ai.snnc form
 (frontends/onnx_io.py) or a standard ANN/CNN, converted to IF neurons with calibration data
-(frontends/convert_ann.py). ``.nir`` files go through frontends/nir_io.py. Pickled PyTorch files
+(frontends/convert_ann.py). ``.nir`` files go through frontends/nir/. Pickled PyTorch files
 are never loaded (unpickling runs arbitrary code): export them to ONNX first.
 """
 
@@ -29,7 +29,7 @@ def load_model(path_or_module, input_shape=None, *, calib=None, dt: float | None
         calib: calibration images [N, C, H, W] in [0, 1]; needed to convert an ONNX CNN whose
             activations are not all Clip-bounded.
         dt, nir_convention: NIR import: the time step and the producer's conventions
-            (frontends/nir_io.py); read from the file's metadata when absent.
+            (frontends/nir/); read from the file's metadata when absent.
         options: ANN conversion options (maxpool, threshold, per_channel, v_init,
             calibrate_vinit, timesteps, check; frontends.onnx_io.load_onnx) or NIR options
             (cubalif).
@@ -67,7 +67,7 @@ def load_model(path_or_module, input_shape=None, *, calib=None, dt: float | None
     if suffix == ".onnx":
         from frontends.onnx_io import load_onnx
         return load_onnx(path, input_shape=input_shape, calib=calib, **options)
-    from frontends.nir_io import import_nir
+    from frontends.nir import import_nir
     return import_nir(path, dt=dt, convention=nir_convention, **options)
 
 
