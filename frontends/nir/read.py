@@ -96,21 +96,26 @@ from frontends.nir.conventions import (
     CONVENTION_NAMES,
     CONVENTIONS,
     CUBALIF_MODES,
+    DT_RTOL,
     GAIN_RTOL,
+    NORSE_TAU_BUG,
     Convention,
+    finite_dt,
+    rockpool_dt,
+    spyx_dt,
 )
 
 log = logging.getLogger(__name__)
 
 
-def _flatten_graph(g, prefix: str = ""):
+def _flatten_graph(g, prefix: str = "", where: str = "<nir>"):
     """Nested NIRGraphs -> flat nodes/edges. Returns (nodes, edges, inputs, outputs)."""
     nir = _nir()
     nodes, edges, sub_io = {}, [], {}
     for k, n in g.nodes.items():
         full = f"{prefix}{k}"
         if isinstance(n, nir.NIRGraph):
-            sn, se, si, so = _flatten_graph(n, f"{full}.")
+            sn, se, si, so = _flatten_graph(n, f"{full}.", where)
             nodes.update(sn)
             edges += se
             sub_io[k] = (si, so)
@@ -121,8 +126,9 @@ def _flatten_graph(g, prefix: str = ""):
         if name in sub_io:
             ends = sub_io[name][1 if as_src else 0]
             if len(ends) != 1:
-                raise FrontendError(f"NIR edge to subgraph '{prefix}{name}' is ambiguous: it has "
-                                    f"{len(ends)} {'outputs' if as_src else 'inputs'}",
+                raise FrontendError(f"NIR file '{where}': edge to subgraph '{prefix}{name}' "
+                                    f"is ambiguous: it has {len(ends)} "
+                                    f"{'outputs' if as_src else 'inputs'}",
                                     "name the port: 'subgraph.port'")
             return ends[0]
         if name in g.nodes:
@@ -130,7 +136,9 @@ def _flatten_graph(g, prefix: str = ""):
         head, _, tail = name.partition(".")
         if head in sub_io and f"{prefix}{head}.{tail}" in nodes:
             return f"{prefix}{head}.{tail}"
-        raise FrontendError(f"NIR edge refers to unknown node '{prefix}{name}'")
+        raise FrontendError(f"NIR file '{where}': an edge refers to the unknown node "
+                           f"'{prefix}{name}'", "the file is malformed: re-export it with the "
+                           "producer's exporter (every edge must name an existing node)")
 
     for s, d in g.edges:
         edges.append((resolve(str(s), True), resolve(str(d), False)))
@@ -139,7 +147,7 @@ def _flatten_graph(g, prefix: str = ""):
     return nodes, edges, ins, outs
 
 
-def _topo(nodes: dict, edges: list) -> list[str]:
+def _topo(nodes: dict, edges: list, where: str = "<nir>") -> list[str]:
     import networkx as nx
     g = nx.DiGraph()
     order = {k: i for i, k in enumerate(nodes)}
@@ -147,7 +155,7 @@ def _topo(nodes: dict, edges: list) -> list[str]:
     g.add_edges_from(edges)
     if not nx.is_directed_acyclic_graph(g):
         cyc = nx.find_cycle(g)
-        raise UnsupportedOpError("recurrent NIRGraph", cyc[0][0], "NIR file",
+        raise UnsupportedOpError("recurrent NIRGraph", cyc[0][0], f"NIR file '{where}'",
                                  f"the chip IR is feed-forward; the cycle {cyc} (e.g. a recurrent "
                                  "RLeaky/RSynaptic) cannot be mapped")
     return list(nx.lexicographical_topological_sort(g, key=order.__getitem__))
@@ -164,10 +172,74 @@ class _Importer:
         self.folded: dict[str, str] = {}           # synapse with a folded constant -> neuron
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.lossy: list[str] = []
+        self.tau_scale = 1.0                       # Norse 1.1 exporter: tau = dt * tau_mem
+        self.nir_name: dict[str, str] = {}         # readable IR base name -> NIR node name
 
     # --- helpers ------------------------------------------------------------------------------
     def unsupported(self, name: str, op: str, hint: str) -> UnsupportedOpError:
-        return UnsupportedOpError(op, name, self.source, hint)
+        orig = self.nir_name.get(name)
+        where = self.source if orig in (None, name) else f"{self.source}, NIR node '{orig}'"
+        return UnsupportedOpError(op, name, where, hint)
+
+    def readable(self, name: str, n) -> str:
+        """A NIR node name that is only a number ('0', 'lif1.2') gets its kind as a prefix."""
+        head, _, last = name.rpartition(".")
+        if not last.isdigit():
+            return name
+        kind = {"SumPool2d": "sumpool", "AvgPool2d": "avgpool"}.get(
+            type(n).__name__, type(n).__name__.lower())
+        nice = f"{head}.{kind}{last}" if head else f"{kind}{last}"
+        self.nir_name[_sanitize(nice)] = name
+        return nice
+
+    def check_fields(self, name: str, n) -> None:
+        """Malformed numbers (strings, NaN, Inf where not meaningful) -> FrontendError."""
+        kind = type(n).__name__
+        for attr in ("weight", "bias", "scale", "tau", "tau_mem", "tau_syn", "r", "w_in",
+                     "v_leak", "v_threshold", "v_reset", "threshold", "delay"):
+            v = getattr(n, attr, None)
+            if v is None:
+                continue
+            try:
+                a = np.asarray(v)
+                if a.dtype.kind not in "biuf":
+                    raise TypeError(a.dtype)
+                a = a.astype(np.float64)
+            except (TypeError, ValueError):
+                raise FrontendError(f"{self.source}: {kind} node '{name}': '{attr}' is not "
+                                    f"numeric ({type(v).__name__} {str(v)[:40]!r})",
+                                    "the file is malformed: re-export it") from None
+            bad = np.isnan(a)
+            if attr in ("tau", "tau_mem", "tau_syn", "v_threshold", "threshold"):
+                bad |= np.isneginf(a)          # +inf: no leak / never fires
+            else:
+                bad |= np.isinf(a)
+            if np.any(bad):
+                raise FrontendError(f"{self.source}: {kind} node '{name}': tensor '{attr}' "
+                                    f"holds {int(bad.sum())} NaN/Inf value(s) of {a.size}",
+                                    "the model diverged or the file is corrupt: re-export it")
+            if attr in ("tau", "tau_mem", "tau_syn") and np.any(a <= 0):
+                raise FrontendError(f"{self.source}: {kind} node '{name}': time constant "
+                                    f"'{attr}' must be > 0, got min {a.min():g}",
+                                    "the file is malformed (e.g. a decay written as tau)")
+
+    def check_norse_tau(self, nodes: dict) -> None:
+        """Norse 1.1 exports tau = dt / tau_mem_inv = dt * tau_mem: every tau is below dt."""
+        if self.conv.name != "norse" or self.dt is None:
+            return
+        from frontends.nir.read import _time_constants
+        taus, _, syn = _time_constants(nodes)
+        allt = [t for t in taus + syn]
+        if not allt:
+            return
+        below = [bool(np.all(_a(t) < self.dt)) for t in allt]
+        if all(below):
+            self.tau_scale = 1.0 / self.dt
+            self.note(f"{NORSE_TAU_BUG}: every tau is below dt = {self.dt:g}, so tau is read "
+                      f"as tau / dt (check --dt: the exporter's dt is the one to pass)")
+
+    def tau(self, t) -> np.ndarray:
+        return _a(t) * self.tau_scale
 
     def note(self, msg: str) -> None:
         if msg not in self.lossy:
@@ -199,12 +271,16 @@ class _Importer:
 
     def beta(self, tau, what: str) -> np.ndarray:
         dt = self.need_dt(what)
-        tau = _a(tau)
+        tau = self.tau(tau)
         with np.errstate(divide="ignore"):
             b = 1.0 - dt / tau if self.conv.decay == "euler" else np.exp(-dt / tau)
         if np.any(b < 0):
+            hint = "use the --dt the model was trained with (it must be below every tau)"
+            if self.conv.name == "norse":
+                hint = (f"{NORSE_TAU_BUG}; some taus here are below dt and some are not, so "
+                        "the file cannot be read back: re-export with tau = 1 / tau_mem_inv")
             raise FrontendError(f"{self.source}: {what}: dt = {dt:g} > tau = {tau.min():g} gives "
-                                "a negative decay with Euler steps", "use a smaller --dt")
+                                "a negative decay with Euler steps", hint)
         return np.clip(b, 0.0, 1.0)
 
     def lif_gain(self, n, what: str) -> np.ndarray:
@@ -212,7 +288,7 @@ class _Importer:
         if rule == "1":
             return np.ones_like(_a(n.tau))
         dt = self.need_dt(what)
-        g = dt / _a(n.tau)
+        g = dt / self.tau(n.tau)
         return g * _a(n.r) if rule == "r*dt/tau" else g
 
     def if_gain(self, r, what: str) -> np.ndarray:
@@ -309,10 +385,38 @@ class _Importer:
             ir = LIF(beta=_compact(beta), **kw)
         else:
             ir = IF(**kw)
-        if spiking and conv.predicate == ">":
+        if spiking:
+            self.declare_spiking(kind, leaky)
+        return self.add(name, ir, [x], name)
+
+    def declare_spiking(self, kind: str, leaky: bool) -> None:
+        """What this producer's spiking neurons do that the chip's neuron does not."""
+        conv = self.conv
+        if conv.predicate == ">":
             self.note(f"spike predicate '>' ({conv.name}) mapped to the chip's '>=' (differs only "
                       "when the membrane equals the threshold exactly)")
-        return self.add(name, ir, [x], name)
+        if conv.multispike:
+            who = ("Sinabs' MultiSpike (the default spike_fn of its layers and of from_nir)"
+                   if conv.name == "sinabs" else "Rockpool's spike generation (floor(v / "
+                   "threshold), up to max_spikes_per_dt)")
+            self.note(f"multiple spikes per step: {who} emits floor(v / threshold) spikes in one "
+                      "step and subtracts them all; the chip emits at most one per step and keeps "
+                      "the rest in the membrane (subtractive reset), so the extra spikes come out "
+                      "on the following steps (same totals unless the neuron saturates or the run "
+                      "ends first; identical for single-spike models)")
+        if conv.late_spike:
+            self.note(f"{conv.producer} emits each spike one step after the threshold crossing "
+                      "(computed from the membrane before this step's input); the chip emits it "
+                      "in the same step, so spike trains are shifted by one step (the producer's "
+                      "last-step crossing is not counted there)")
+        if conv.name == "snntorch":
+            self.note("snnTorch's reset_mechanism is not in NIR: read as 'subtract' (its "
+                      "default). A model trained with reset_mechanism='zero' must be imported "
+                      "with --nir-convention snntorch-zero (exact), one with 'none' cannot be "
+                      "told apart")
+        if conv.name == "sinabs" and leaky and kind == "LIF":
+            self.note("Sinabs' LIF norm_input (default True: input scaled by 1 - alpha) is not "
+                      "in NIR: read as norm_input=False, as Sinabs' own from_nir does")
 
     def delayed_subtract(self, name, x, th, beta, gain, v_init, const):
         """snnTorch's reset_delay: u_t = beta u_{t-1} + I_t - theta s_{t-1}, s_t = [u_t > theta].
@@ -324,7 +428,8 @@ class _Importer:
         if beta is None or np.allclose(beta, 1.0):
             return th, v_init, const                 # IF: the delay changes nothing
         if np.any(beta <= 0) or not self.can_fold(x):
-            self.note("snnTorch subtracts the threshold one step late, after the leak; here it "
+            self.note(f"{self.conv.producer} subtracts the threshold one step late, after the "
+                      "leak; here it "
                       "could not be remapped exactly (beta = 0 or no Affine/Conv right before the "
                       "neuron), so the IR subtracts at once (per spike the membrane differs by "
                       "(1 - beta) * threshold)")
@@ -368,9 +473,6 @@ class _Importer:
                 raise FrontendError(f"{self.source}: node '{name}' has snnc.reset = {r!r}")
             return r, v_reset, v_init, floor
         if mode == "subtract":
-            if conv.timing == "next_spike":
-                self.note("Spyx emits the spike one step after the threshold crossing; the IR "
-                          "emits it in the same step")
             if conv.if_floor and isinstance(n, _nir().IF):
                 floor = float(np.max(_a(n.v_threshold)))
                 if not np.allclose(_a(n.v_threshold), floor):
@@ -386,6 +488,9 @@ class _Importer:
         nir = _nir()
         ins, outs = top_io
         kind = type(n).__name__
+        self.check_fields(name, n)
+        if not isinstance(n, (nir.Input, nir.Output)):
+            name = self.readable(name, n)
         if isinstance(n, nir.Input):
             if name not in ins:            # a subgraph's input port: a pass-through
                 return self.input_of(name, preds)
@@ -492,17 +597,34 @@ class _Importer:
             raise self.unsupported(name, kind, "the IR neuron has no synaptic current state: "
                                    "retrain with LIF (snnTorch Leaky, Norse LIFBox) or import with "
                                    "cubalif='lif' (--cubalif lif: the synaptic filter replaced by "
-                                   "its DC gain w_in; lossy)")
-        self.note(f"{kind} '{name}': synaptic filter (tau_syn) replaced by its DC gain w_in "
-                  "(--cubalif lif)")
-
+                                   "its DC gain; lossy)")
         from types import SimpleNamespace
         membrane = SimpleNamespace(                 # the membrane part, in LIF field names
             tau=n.tau_mem, r=n.r, v_leak=n.v_leak, v_threshold=getattr(n, "v_threshold", None),
             v_reset=getattr(n, "v_reset", None), metadata=getattr(n, "metadata", {}))
-        w_in = _compact(_a(n.w_in))
-        if not np.allclose(w_in, 1.0):
-            x = self.add(f"{name}_w_in", Scale(w_in), [x], name)
+        w_in = _a(n.w_in)
+        rule = self.conv.cuba
+        if rule == "w_in":
+            dc, how = w_in, "w_in"
+        else:
+            dt = self.need_dt(f"{kind} '{name}'")
+            ts = self.tau(n.tau_syn)
+            if rule == "tau_syn/dt":
+                dc, how = w_in * ts / dt, "w_in * tau_syn / dt"
+            else:
+                a = np.exp(-dt / ts)
+                dc, how = ((w_in * a / (1 - a), "w_in * exp(-dt/tau_syn) / (1 - exp(-dt/tau_syn))")
+                           if rule == "exp_pre" else
+                           (w_in / (1 - a), "w_in / (1 - exp(-dt/tau_syn))"))
+        extra = (" Norse's LIFCell also feeds the membrane the synaptic current of the previous "
+                 "step (one step of input delay, dropped here)." if self.conv.name == "norse"
+                 else "")
+        self.note(f"{kind} '{name}': the synaptic filter (tau_syn) is replaced by its DC gain "
+                  f"{how} ({self.conv.producer}; --cubalif lif): the membrane sees each input "
+                  f"at once instead of low-pass filtered, so spike timing differs.{extra}")
+        dc = _compact(dc)
+        if not np.allclose(dc, 1.0):
+            x = self.add(f"{name}_w_in", Scale(dc), [x], name)
         spiking = isinstance(n, nir.CubaLIF)
         return self.neuron(name, membrane, x, spiking=spiking, leaky=True, kind=kind)
 
@@ -516,9 +638,61 @@ def _pick_convention(meta: dict, convention: str | None, where: str) -> Conventi
     if convention is None:
         raise FrontendError(f"NIR file '{where}': no convention in its metadata", CONVENTION_HINT)
     if convention not in CONVENTIONS:
-        raise FrontendError(f"unknown NIR convention '{convention}'",
+        raise FrontendError(f"NIR file '{where}': unknown NIR convention '{convention}'",
                             f"use one of {', '.join(CONVENTION_NAMES)}")
     return CONVENTIONS[convention]
+
+
+def _time_constants(nodes: dict) -> tuple[list, list, list]:
+    """(tau, r, tau_syn) arrays of every leaky neuron (LIF/LI: tau; CubaLIF/CubaLI: tau_mem)."""
+    nir = _nir()
+    taus, rs, syn = [], [], []
+    for n in nodes.values():
+        if isinstance(n, (nir.LIF, nir.LI)):
+            taus.append(_a(n.tau))
+            rs.append(_a(n.r))
+        elif isinstance(n, (nir.CubaLIF, nir.CubaLI)):
+            taus.append(_a(n.tau_mem))
+            rs.append(_a(n.r))
+            syn.append(_a(n.tau_syn))
+    return taus, rs, syn
+
+
+def _resolve_dt(conv: Convention, dt, meta: dict, nodes: dict, where: str):
+    """(convention, dt, dt source, notes): --dt, metadata['dt'], the file's own encoding, default.
+
+    Rockpool 3.1 carries dt only in r and Spyx 1.0 writes r = beta; both are read back here.
+    A Spyx file without r = beta is a pre-1.0 one (convention 'spyx-0').
+    """
+    notes: list[str] = []
+    dt = finite_dt(dt, f"NIR file '{where}': --dt")
+    meta_dt = finite_dt(meta.get("dt"), f"NIR file '{where}': metadata['dt']")
+    taus, rs, _ = _time_constants(nodes)
+    from_file = None
+    if conv.dt_from == "rockpool":
+        from_file = rockpool_dt(taus, rs)
+        if from_file is None and taus and not all(np.allclose(r, 1.0) for r in rs):
+            notes.append("Rockpool writes dt into r (r = tau * exp(-dt/tau) / dt), but the "
+                         "neurons' r give no common dt; the convention's default is used")
+    elif conv.dt_from == "spyx":
+        from_file = spyx_dt(taus, rs)
+        if from_file is None and taus:
+            conv = CONVENTIONS["spyx-0"]
+            notes.append("the file's LIF r is not Spyx 1.0's r = beta: read with the rules of "
+                         "Spyx before 1.0 (convention 'spyx-0': input gain dt/tau, immediate "
+                         "subtraction)")
+    if dt is not None:
+        src = "--dt"
+        if from_file is not None and abs(from_file - dt) > DT_RTOL * dt:
+            notes.append(f"--dt {dt:g} overrides the dt {from_file:g} that the file's time "
+                         f"constants encode ({conv.producer})")
+    elif meta_dt is not None:
+        dt, src = meta_dt, "metadata"
+    elif from_file is not None:
+        dt, src = from_file, f"the file ({conv.producer} encodes dt in r)"
+    else:
+        dt, src = conv.dt, "convention default"
+    return conv, dt, src, notes
 
 
 def from_nir_graph(g, where: str = "<nir>", dt: float | None = None,
@@ -527,18 +701,13 @@ def from_nir_graph(g, where: str = "<nir>", dt: float | None = None,
     if cubalif not in CUBALIF_MODES:
         raise FrontendError(f"unknown cubalif mode '{cubalif}'", f"use one of {CUBALIF_MODES}")
     meta = dict(getattr(g, "metadata", None) or {})
-    nodes, edges, ins, outs = _flatten_graph(g)
+    nodes, edges, ins, outs = _flatten_graph(g, where=where)
     nir = _nir()
     dynamic = (nir.IF, nir.LIF, nir.LI, nir.I, nir.CubaLIF, nir.CubaLI, nir.Threshold)
     if convention is None and not any(isinstance(n, dynamic) for n in nodes.values()):
         convention = "nir"            # no neuron: nothing is left open
     conv = _pick_convention(meta, convention, where)
-    if dt is None and meta.get("dt") is not None:
-        dt = float(_a(meta["dt"]).reshape(-1)[0])
-    if dt is None:
-        dt = conv.dt
-    if dt is not None and not (dt > 0 and math.isfinite(dt)):
-        raise FrontendError(f"NIR import: dt must be > 0, got {dt}")
+    conv, dt, dt_source, notes = _resolve_dt(conv, dt, meta, nodes, where)
     if len(ins) != 1 or len(outs) != 1:
         raise FrontendError(f"NIR file '{where}': {len(ins)} inputs and {len(outs)} outputs at "
                             "the top level, expected one each")
@@ -546,35 +715,40 @@ def from_nir_graph(g, where: str = "<nir>", dt: float | None = None,
         log.warning("NIR file '%s': duplicate edges removed", where)
         edges = list(dict.fromkeys(edges))
     imp = _Importer(where, conv, dt, cubalif, meta)
+    for msg in notes:
+        imp.note(msg)
+    imp.check_norse_tau(nodes)
     preds: dict[str, list[str]] = {k: [] for k in nodes}
     for s, d in edges:
         preds[d].append(s)
     ir_of: dict[str, str] = {}
-    for name in _topo(nodes, edges):
+    for name in _topo(nodes, edges, where):
         ir_of[name] = imp.convert(name, nodes[name], [ir_of[p] for p in preds[name]],
                                   (set(ins), set(outs)))
     imp.finish()
     out = Graph({"dt": float(dt if dt is not None else 1.0),
-                 "nir": {"convention": conv.name, "dt": dt, "lossy": list(imp.lossy)}})
+                 "nir": {"file": where, "convention": conv.name, "producer": conv.producer,
+                         "dt": dt, "dt_source": dt_source, "lossy": list(imp.lossy)}})
     for name, (node, inputs) in imp.staged.items():
         out.add(name, node, inputs)
     src = ir_of[outs[0]]
     oname = _sanitize(outs[0]) if _sanitize(outs[0]) not in imp.staged else f"{outs[0]}_out"
     out.add(_sanitize(oname), Output(imp.shapes[src]), [src])
-    _prune(out)
+    _prune(out, where)
     verify(out, "imported")
     for msg in imp.lossy:
-        log.warning("NIR import (%s convention): %s", conv.name, msg)
+        log.warning("NIR import of '%s' (%s convention, %s): %s", where, conv.name,
+                    conv.producer, msg)
     return out
 
 
-def _prune(g: Graph) -> None:
+def _prune(g: Graph, where: str) -> None:
     """Nodes that do not reach the Output (e.g. unused subgraph ports) are not allowed."""
     import networkx as nx
     keep = nx.ancestors(g.nx(), g.output_name) | {g.output_name}
     dead = [n for n in g.topo_order() if n not in keep]
     if dead:
-        raise FrontendError(f"NIR graph: nodes {dead} do not lead to the output",
+        raise FrontendError(f"NIR file '{where}': nodes {dead} do not lead to the output",
                             "remove unused nodes from the NIR graph")
 
 
@@ -605,6 +779,27 @@ def import_nir(path, dt: float | None = None, convention: str | None = None,
     try:
         g = nir.read(str(path), type_check=False)
     except Exception as e:
-        raise FrontendError(f"{path}: not a readable NIR file ({type(e).__name__}: {e})",
-                            "write it with nir.write (HDF5 with 'version' and 'node')") from e
+        raise FrontendError(f"NIR file '{path.name}': {_read_problem(path)} "
+                            f"({type(e).__name__}: {e})", _read_hint(path)) from e
     return from_nir_graph(g, path.name, dt, convention, cubalif)
+
+
+def _is_nir_hdf5(path: Path) -> bool:
+    try:
+        import h5py
+        with h5py.File(path, "r") as f:
+            return "node" in f
+    except Exception:
+        return False
+
+
+def _read_problem(path: Path) -> str:
+    return ("a NIR file whose graph is malformed" if _is_nir_hdf5(path)
+            else "not a readable NIR file")
+
+
+def _read_hint(path: Path) -> str:
+    if _is_nir_hdf5(path):
+        return ("the HDF5 structure is NIR but the graph does not hold together (e.g. an edge "
+                "to a node that does not exist): re-export it with the producer's exporter")
+    return "a .nir file is HDF5 written by nir.write (groups 'version' and 'node')"
