@@ -414,6 +414,10 @@ class _Importer:
                       "default). A model trained with reset_mechanism='zero' must be imported "
                       "with --nir-convention snntorch-zero (exact), one with 'none' cannot be "
                       "told apart")
+        if conv.name == "sinabs" and not leaky:
+            self.note("Sinabs' IAF min_v_mem is not in NIR: read as -threshold (a floor), as "
+                      "Sinabs' from_nir does; a model trained with min_v_mem=None differs once "
+                      "a membrane falls below -threshold")
         if conv.name == "sinabs" and leaky and kind == "LIF":
             self.note("Sinabs' LIF norm_input (default True: input scaled by 1 - alpha) is not "
                       "in NIR: read as norm_input=False, as Sinabs' own from_nir does")
@@ -488,7 +492,6 @@ class _Importer:
         nir = _nir()
         ins, outs = top_io
         kind = type(n).__name__
-        self.check_fields(name, n)
         if not isinstance(n, (nir.Input, nir.Output)):
             name = self.readable(name, n)
         if isinstance(n, nir.Input):
@@ -707,6 +710,9 @@ def from_nir_graph(g, where: str = "<nir>", dt: float | None = None,
     if convention is None and not any(isinstance(n, dynamic) for n in nodes.values()):
         convention = "nir"            # no neuron: nothing is left open
     conv = _pick_convention(meta, convention, where)
+    checker = _Importer(where, conv, None, cubalif, meta)
+    for k, n in nodes.items():             # malformed numbers first: dt detection reads them
+        checker.check_fields(k, n)
     conv, dt, dt_source, notes = _resolve_dt(conv, dt, meta, nodes, where)
     if len(ins) != 1 or len(outs) != 1:
         raise FrontendError(f"NIR file '{where}': {len(ins)} inputs and {len(outs)} outputs at "
