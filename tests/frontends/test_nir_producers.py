@@ -133,7 +133,8 @@ def test_malformed_dt_is_a_frontend_error(dt, tmp_path):
 
 @pytest.mark.parametrize("field,value", [
     ("weight", np.array([[np.nan, 0, 0], [0, 1, 0], [0, 0, 1]])),
-    ("weight", np.where(np.eye(3) > 0, np.inf, 0.0)), ("tau", np.full(3, np.nan)), ("r", np.full(3, np.inf)),
+    ("weight", np.where(np.eye(3) > 0, np.inf, 0.0)), ("tau", np.full(3, np.nan)),
+    ("r", np.full(3, np.inf)),
     ("v_threshold", np.full(3, np.nan)),
 ])
 def test_nan_inf_tensors_refused_naming_the_tensor(field, value, tmp_path):
@@ -331,3 +332,45 @@ def test_norse_export_with_exporter_tau_bug(helpers, quiet):
     ours = _counts(helpers, g, x)
     assert theirs.sum() > 100
     np.testing.assert_array_equal(ours, theirs)
+
+
+# --- the CLI: declared semantics in snnc compile's output and report; options everywhere ------
+def test_cli_compile_declares_and_verify_accepts_nir_options(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from compiler.cli import _nir_options, cli
+    from frontends.nir import CONVENTION_NAMES
+
+    @_nir_options
+    def probe(**kw):
+        return kw
+    choices = [p for p in probe.__click_params__ if p.name == "nir_convention"][0].type.choices
+    assert tuple(choices) == CONVENTION_NAMES
+    rng = np.random.default_rng(3)
+    g = nir.NIRGraph.from_list(
+        nir.Input(input_type={"input": np.array([64])}),
+        nir.Affine(rng.normal(0.05, 0.1, (10, 64)), np.zeros(10)),
+        nir.IF(r=np.ones(10), v_threshold=np.ones(10)), type_check=False)
+    p = tmp_path / "sin.nir"
+    nir.write(str(p), g)
+    run = CliRunner()
+    r = run.invoke(cli, ["compile", str(p), "-o", str(tmp_path / "c.bin"),
+                         "--nir-convention", "sinabs"])
+    assert r.exit_code == 0, r.output
+    assert "NIR import: convention sinabs (Sinabs 3.1)" in r.output
+    assert "declared: multiple spikes per step" in r.output
+    r = run.invoke(cli, ["compile", str(p), "-o", str(tmp_path / "c.bin"), "--json",
+                         "--nir-convention", "sinabs"])
+    rep = json.loads(r.output)
+    assert rep["nir"]["convention"] == "sinabs" and rep["nir"]["declared"]
+    r = run.invoke(cli, ["verify", str(p), str(tmp_path / "c.bin"), "--limit", "20", "--json",
+                         "--nir-convention", "sinabs"])
+    assert r.exit_code == 0, r.output
+    assert any("multiple spikes" in w for w in json.loads(r.output)["warnings"])
+    r = run.invoke(cli, ["verify", str(p), str(tmp_path / "c.bin"), "--limit", "5"])
+    assert r.exit_code != 0 and "sin.nir" in str(r.exception)
+    r = run.invoke(cli, ["convert-report", str(p), "--calib", "digits",
+                         "--nir-convention", "sinabs"])
+    assert r.exit_code != 0 and "already an SNN" in str(r.exception)
