@@ -69,15 +69,15 @@ def _conversion_options(f):
 
 
 def _nir_options(f, dt: bool = True):
-    """NIR import options (frontends/nir_io.py)."""
+    """NIR import options (frontends/nir/)."""
     opts = [
         click.option("--dt", default=None, type=float,
                      help="NIR: time step (default: the file's metadata or the convention's)."),
     ] if dt else []
     opts += [
         click.option("--nir-convention", default=None,
-                     type=click.Choice(["nir", "snnc", "snntorch", "norse", "sinabs", "rockpool",
-                                        "spyx", "lava"]),
+                     type=click.Choice(["nir", "snnc", "snntorch", "snntorch-zero", "norse",
+                                        "sinabs", "rockpool", "spyx", "spyx-0", "lava"]),
                      help="NIR: the framework that wrote the file (reset, spike predicate, dt)."),
         click.option("--cubalif", default="error", show_default=True,
                      type=click.Choice(["error", "lif"]),
@@ -175,6 +175,9 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         else:
             click.echo(f"// ===== after {name} =====\n{text}")
 
+    nir_info = _nir_declared(model_in)
+    if source is not None and nir_info:
+        source = dict(source, nir=nir_info)
     if estimate:
         stop_after = "partition"
     prog = compile_model(
@@ -184,6 +187,8 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         dump_after=set(dump_after), stop_after=stop_after, dump=dump)
     summary = prog.summary()
     report = _report(prog, summary)
+    if nir_info:
+        report["nir"] = nir_info
     if estimate:
         if as_json:
             echo_json(report)
@@ -205,7 +210,28 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         return
     click.echo(f"wrote {output}: {summary['cores_used']} cores on {prog.graph.attrs['chips']} "
                f"chip(s), latency L = {summary['latency_ticks']} ticks")
+    _echo_nir(nir_info)
     click.echo(_quant_table(report))
+
+
+def _nir_declared(model_in) -> dict | None:
+    """What a NIR import declared (convention, dt, semantics the chip does not keep)."""
+    attrs = getattr(model_in, "attrs", None) or {}
+    info = attrs.get("nir")
+    if not info:
+        return None
+    return {"convention": info.get("convention"), "producer": info.get("producer"),
+            "dt": info.get("dt"), "dt_source": info.get("dt_source"),
+            "declared": list(info.get("lossy", []))}
+
+
+def _echo_nir(info: dict | None) -> None:
+    if not info:
+        return
+    click.echo(f"NIR import: convention {info['convention']} ({info['producer']}), "
+               f"dt = {info['dt']:g} from {info['dt_source']}")
+    for msg in info["declared"]:
+        click.echo(f"  declared: {msg}")
 
 
 def _report(prog, summary) -> dict:
@@ -302,10 +328,13 @@ def inspect_image(img) -> dict:
 @click.option("--timesteps", default=None, type=int, help="Override the image's T.")
 @click.option("--batch", default=128, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@_nir_options
 @debug_option
-def verify(model, image, data, limit, timesteps, batch, as_json, debug):
+def verify(model, image, data, limit, timesteps, batch, as_json, dt, nir_convention, cubalif,
+           debug):
     """Trained vs deployed: float model, quantized reference and chip runtime on DATA."""
-    res = verify_model(model, image, data, limit, timesteps, batch)
+    res = verify_model(model, image, data, limit, timesteps, batch,
+                       nir_opts=dict(dt=dt, nir_convention=nir_convention, cubalif=cubalif))
     if as_json:
         echo_json(res)
         return
@@ -325,7 +354,7 @@ def verify(model, image, data, limit, timesteps, batch, as_json, debug):
 
 
 def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
-                 batch=128) -> dict:
+                 batch=128, nir_opts: dict | None = None) -> dict:
     from compiler import encoding as enc
     from compiler import reference
     from compiler.backend.emit import file_sha256
@@ -343,7 +372,11 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
     if src.get("sha256") and Path(model).is_file() and file_sha256(model) != src["sha256"]:
         warnings.append(f"{image_path} was compiled from a different file than {model} "
                         f"(sha256 mismatch)")
-    g = load_model(model)
+    nir_opts = nir_opts or {}
+    g = (load_model(model, **nir_opts) if Path(model).suffix.lower() == ".nir"
+         else load_model(model))
+    for msg in (g.attrs.get("nir") or {}).get("lossy", []):
+        warnings.append(f"NIR import declared: {msg}")
     fg = lower(fold_bn(g), input_scale=img.meta["input"]["scale"])
     if int(np.prod(fg.node(fg.input_name).input_type)) != img.n_inputs:
         raise SnnError(f"{model} takes {fg.node(fg.input_name).input_type} inputs but "
@@ -378,11 +411,10 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
     }
 
 
-
 def _run_chip(prog, payloads):
     """convert-report --runtime: the program's chip image on the cycle-level runtime."""
+    from runtime.engines import run_payloads
     from runtime.image import from_sections
-    from runtime.simulator import run_payloads
     return run_payloads(from_sections(prog.sections(), prog.spec.digest()), payloads).predictions
 
 
@@ -403,11 +435,12 @@ def _run_chip(prog, payloads):
 @click.option("--runtime", "use_runtime", is_flag=True,
               help="Also compile each T to a chip image and run the cycle-level runtime.")
 @_conversion_options
+@_nir_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @debug_option
 def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits, per_channel,
                    clip, input_shape, use_runtime, maxpool, threshold, threshold_per_channel,
-                   v_init, calibrate_vinit, as_json, debug):
+                   v_init, calibrate_vinit, dt, nir_convention, cubalif, as_json, debug):
     """ANN accuracy vs converted SNN accuracy (float and quantized reference) per T."""
     from frontends.datasets import load_dataset
     from frontends.onnx import import_ann, report
@@ -421,6 +454,12 @@ def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits
         raise click.BadParameter("need at least one T >= 1", param_hint="--timesteps")
     if not Path(model).is_file():
         raise SnnError(f"model file '{model}' not found")
+    if Path(model).suffix.lower() == ".nir":
+        from frontends import load_model
+        g = load_model(model, dt=dt, nir_convention=nir_convention, cubalif=cubalif)
+        raise SnnError(f"{model} is already an SNN (NIR, convention "
+                       f"{g.attrs['nir']['convention']}): convert-report measures an ANN -> SNN "
+                       "conversion", "compile it with snnc compile and compare with snnc verify")
     shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
     ann = import_ann(model, input_shape=shape, maxpool=maxpool)
     ds = load_dataset(data, split="test", limit=limit)
@@ -475,7 +514,7 @@ def export_nir_cmd(source, output, dt, calib, calib_limit, timesteps, input_shap
     its float operator graph. Anything NIR cannot express is printed as a warning.
     """
     from compiler.backend import binfmt
-    from frontends.nir_io import export_nir
+    from frontends.nir import export_nir
 
     path = Path(source)
     if not path.is_file():

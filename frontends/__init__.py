@@ -3,7 +3,7 @@
 ``load_model`` is the one entry point the compiler and the CLIs use; it dispatches on the type
 of its argument, the file extension, and for .onnx on the content: an SNN in the ai.snnc form
 (frontends/onnx/snn.py) or a standard ANN/CNN, converted to IF neurons with calibration data
-(frontends/onnx/ann.py). ``.nir`` files go through frontends/nir_io.py. Pickled PyTorch files
+(frontends/onnx/ann.py). ``.nir`` files go through frontends/nir/. Pickled PyTorch files
 are never loaded (unpickling runs arbitrary code): export them to ONNX first.
 
 ``compile_model`` loads and compiles in one call (``compiler.compile_model`` takes a Graph: the
@@ -32,7 +32,7 @@ def load_model(path_or_module, input_shape=None, *, calib=None, dt: float | None
         calib: calibration images [N, C, H, W] in [0, 1]; needed to convert an ONNX CNN whose
             activations are not all Clip-bounded.
         dt, nir_convention: NIR import: the time step and the producer's conventions
-            (frontends/nir_io.py); read from the file's metadata when absent.
+            (frontends/nir/); read from the file's metadata when absent.
         options: ANN conversion options (maxpool, threshold, per_channel, v_init,
             calibrate_vinit, timesteps, check; frontends.onnx.load_onnx) or NIR options
             (cubalif).
@@ -70,7 +70,7 @@ def load_model(path_or_module, input_shape=None, *, calib=None, dt: float | None
     if suffix == ".onnx":
         from frontends.onnx import load_onnx
         return load_onnx(path, input_shape=input_shape, calib=calib, **options)
-    from frontends.nir_io import import_nir
+    from frontends.nir import import_nir
     return import_nir(path, dt=dt, convention=nir_convention, **options)
 
 

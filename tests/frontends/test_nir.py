@@ -17,7 +17,7 @@ from compiler.passes import fold_bn, lower
 from compiler.passes.calibrate import direct_payloads
 from frontends import compile_model, load_model
 from frontends.datasets import load_dataset
-from frontends.nir_io import CONVENTIONS, export_nir, from_nir_graph, import_nir, to_nir
+from frontends.nir import CONVENTIONS, export_nir, from_nir_graph, import_nir, to_nir
 from runtime.engines.tick import run_payloads
 from runtime.image import from_sections
 
