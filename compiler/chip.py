@@ -2,7 +2,8 @@
 
 ``PICORE64`` is the default (../docs/chip.md): a PIcore-like chip with 64 cores on an 8 x 8 mesh,
 1024 x 1024 one-bit synapses per core, weights of 1/2/4/8 bits bit-sliced over adjacent columns,
-fan-in extension LCN 0..6 (1X..64X), 24-bit saturating membranes and a 4096-entry route table per core.
+fan-in extension LCN 0..6 (1X..64X), 24-bit saturating membranes and a 4096-entry route table
+per core.
 Users describe a variant chip in a TOML or JSON file and pass it with ``--chip FILE``; every key is
 optional and defaults to PICORE64's value. The spec digest is written into chip.bin so a binary is
 never run against a different chip than it was compiled for.

@@ -35,7 +35,7 @@ def run_pipeline(graph: Graph, spec: ChipSpec, passes, options: dict | None = No
     history: dict[str, Graph] = {}
     done: list[str] = []
     for p in passes:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             graph = p.run(graph, spec, history=history, **options)
             if check:
@@ -48,7 +48,8 @@ def run_pipeline(graph: Graph, spec: ChipSpec, passes, options: dict | None = No
         except Exception as e:  # an internal bug: name the pass, keep the cause
             raise PassError(f"pass '{p.name}' failed: {type(e).__name__}: {e}",
                             "rerun with --debug for the traceback and report it") from e
-        log.info("pass %-16s %.3f s", p.name, time.perf_counter() - t0)
+        log.info("pass %-16s %.3f s (cpu %.3f s)", p.name, time.perf_counter() - t0,
+                 time.process_time() - c0)
         history[p.name] = graph
         done.append(p.name)
         if dump_after and p.name in dump_after and dump is not None:

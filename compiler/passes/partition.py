@@ -31,7 +31,8 @@ def stacked(layer: Layer) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
     mats = [m for _, m in layer.inputs]
     src_id = np.concatenate([np.full(m.shape[0], i) for i, m in enumerate(mats)])
     elem = np.concatenate([np.arange(m.shape[0]) for m in mats])
-    return sp.vstack(mats, format="csc"), src_id, elem
+    m = mats[0].tocsc() if len(mats) == 1 else sp.vstack(mats, format="csc")
+    return m, src_id, elem
 
 
 def _groups(layer: Layer, cap: int) -> list[np.ndarray]:
@@ -44,61 +45,81 @@ def _groups(layer: Layer, cap: int) -> list[np.ndarray]:
         hh, ww = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         order = np.lexsort((ww.ravel(), hh.ravel(), ww.ravel() // b, hh.ravel() // b))
         pix = (hh.ravel() * w + ww.ravel())[order]
-        return [np.arange(c) * (h * w) + p for p in pix]
-    return [np.array([j]) for j in range(layer.n)]
+        return list((np.arange(c)[None, :] * (h * w) + pix[:, None]))
+    return list(np.arange(layer.n)[:, None])
+
+
+def _footprints(pattern: sp.csc_matrix, parts: list[np.ndarray]) -> sp.csc_matrix:
+    """Union of the input rows of each part's neurons, all parts at once: column k of the
+    result lists (sorted, distinct) the rows that part k reads. One sparse product instead of
+    a np.unique per part (the tiling loop's former hot spot)."""
+    sizes = np.fromiter((p.size for p in parts), np.int64, len(parts))
+    ind = sp.csc_matrix((np.ones(int(sizes.sum()), np.int32), np.concatenate(parts),
+                         np.concatenate([[0], np.cumsum(sizes)])),
+                        shape=(pattern.shape[1], len(parts)))
+    f = (pattern @ ind).tocsc()
+    f.sort_indices()
+    return f
 
 
 def _tile(m: sp.csc_matrix, groups: list[np.ndarray], cap_n: int, cap_a: int,
           entries: np.ndarray, cap_r: int):
     """Greedy fill under three limits: neurons, axons (footprint) and route entries (the
     neurons' fan-out). Returns [(neurons, footprint rows)] or None if one neuron cannot fit."""
-    rows_of = [m.indices[m.indptr[j]:m.indptr[j + 1]] for j in range(m.shape[1])]
+    parts = [p for g in groups
+             for p in ([g] if g.size <= cap_n else
+                       [g[i:i + cap_n] for i in range(0, g.size, cap_n)])]
+    pattern = sp.csc_matrix((np.ones(m.indices.size, np.int32), m.indices, m.indptr),
+                            shape=m.shape)
+    fp = _footprints(pattern, parts)
+    fptr, frows = fp.indptr, fp.indices
+    part_routes = np.fromiter((int(entries[p].sum()) for p in parts), np.int64, len(parts))
     tiles = []
     mark = np.zeros(m.shape[0], bool)
-    cur_n: list[int] = []
+    cur_n: list[np.ndarray] = []
     cur_rows: list[np.ndarray] = []
-    n_rows = n_routes = 0
+    n_neur = n_rows = n_routes = 0
 
     def close():
-        nonlocal cur_n, cur_rows, n_rows, n_routes
+        nonlocal cur_n, cur_rows, n_neur, n_rows, n_routes
         if cur_n:
-            rows = np.unique(np.concatenate(cur_rows)) if cur_rows else np.empty(0, np.int64)
+            # the 'new' row sets of one tile are disjoint: their union needs no np.unique
+            rows = np.sort(np.concatenate(cur_rows)) if cur_rows else np.empty(0, np.int64)
             mark[rows] = False
-            tiles.append((np.sort(np.array(cur_n)), rows))
-        cur_n, cur_rows, n_rows, n_routes = [], [], 0, 0
+            tiles.append((np.sort(np.concatenate(cur_n)), rows))
+        cur_n, cur_rows, n_neur, n_rows, n_routes = [], [], 0, 0, 0
 
-    def add(part, new):
-        nonlocal n_rows, n_routes
+    def add(part, new, routes):
+        nonlocal n_neur, n_rows, n_routes
         mark[new] = True
         cur_rows.append(new)
         n_rows += new.size
-        n_routes += int(entries[part].sum())
-        cur_n.extend(int(j) for j in part)
+        n_routes += routes
+        n_neur += part.size
+        cur_n.append(part)
 
-    for g in groups:
-        parts = [g] if g.size <= cap_n else [g[i:i + cap_n] for i in range(0, g.size, cap_n)]
-        for part in parts:
-            for attempt in (0, 1):
-                rows = np.unique(np.concatenate([rows_of[j] for j in part]))
-                new = rows[~mark[rows]]
-                if (len(cur_n) + part.size <= cap_n and n_rows + new.size <= cap_a
-                        and n_routes + entries[part].sum() <= cap_r):
-                    add(part, new)
-                    break
-                if attempt == 0:
-                    close()
-                    continue
-                # the part alone exceeds a limit: place it neuron by neuron
-                for j in part:
-                    r = rows_of[j]
-                    if r.size > cap_a or entries[j] > cap_r:
-                        return None
-                    new = r[~mark[r]]
-                    if (len(cur_n) + 1 > cap_n or n_rows + new.size > cap_a
-                            or n_routes + entries[j] > cap_r):
-                        close()
-                        new = r
-                    add(np.array([j]), new)
+    for k, part in enumerate(parts):
+        rows = frows[fptr[k]:fptr[k + 1]]
+        r_k = int(part_routes[k])
+        new = rows[~mark[rows]]
+        if n_neur + part.size <= cap_n and n_rows + new.size <= cap_a and n_routes + r_k <= cap_r:
+            add(part, new, r_k)
+            continue
+        close()
+        if rows.size <= cap_a and r_k <= cap_r:
+            add(part, rows, r_k)
+            continue
+        # the part alone exceeds a limit: place it neuron by neuron
+        for j in part:
+            r = m.indices[m.indptr[j]:m.indptr[j + 1]]
+            if r.size > cap_a or entries[j] > cap_r:
+                return None
+            new = r[~mark[r]]
+            if (n_neur + 1 > cap_n or n_rows + new.size > cap_a
+                    or n_routes + entries[j] > cap_r):
+                close()
+                new = r
+            add(np.array([j]), new, int(entries[j]))
     close()
     return tiles
 
