@@ -139,17 +139,24 @@ def conv_matrix(w: np.ndarray, s: tuple[int, ...], stride, padding, dilation, gr
     iw = (np.arange(wo)[:, None] * stride[1] - padding[1]
           + np.arange(kw)[None, :] * dilation[1]).astype(it)            # [wo, kw]
     in_c = ((np.arange(co)[:, None] // cog) * cig + np.arange(cig)[None, :]).astype(it)
-    # 6-D grid [co, ho, wo, cig, kh, kw]
-    valid = (((ih >= 0) & (ih < h))[None, :, None, None, :, None]
-             & ((iw >= 0) & (iw < wd))[None, None, :, None, None, :]
-             & (w != 0)[:, None, None, :, :, :])
-    rows = (in_c[:, None, None, :, None, None] * (h * wd)
-            + np.clip(ih, 0, h - 1)[None, :, None, None, :, None] * wd
-            + np.clip(iw, 0, wd - 1)[None, None, :, None, None, :])[valid]
-    data = np.broadcast_to(np.asarray(w, np.float64)[:, None, None, :, :, :],
-                           valid.shape)[valid]
-    counts = valid.reshape(n_out, -1).sum(axis=1)
-    del valid
+    okh, okw = (ih >= 0) & (ih < h), (iw >= 0) & (iw < wd)
+    ihc, iwc = np.clip(ih, 0, h - 1), np.clip(iw, 0, wd - 1)
+    # 6-D grid [co, ho, wo, cig, kh, kw], a few output channels at a time (bounded temporaries)
+    step = max(1, (1 << 23) // max(1, ho * wo * cig * kh * kw))
+    rows_l, data_l, counts_l = [], [], []
+    for o0 in range(0, co, step):
+        sl = slice(o0, min(co, o0 + step))
+        valid = (okh[None, :, None, None, :, None] & okw[None, None, :, None, None, :]
+                 & (w[sl] != 0)[:, None, None, :, :, :])
+        rows_l.append((in_c[sl, None, None, :, None, None] * (h * wd)
+                       + ihc[None, :, None, None, :, None] * wd
+                       + iwc[None, None, :, None, None, :])[valid])
+        data_l.append(np.broadcast_to(np.asarray(w[sl], np.float64)[:, None, None, :, :, :],
+                                      valid.shape)[valid])
+        counts_l.append(valid.reshape(valid.shape[0] * ho * wo, -1).sum(axis=1))
+        del valid
+    rows, data, counts = (np.concatenate(a) for a in (rows_l, data_l, counts_l))
+    del rows_l, data_l
     indptr = np.zeros(n_out + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
     mt = sp.csr_matrix((data, rows, indptr.astype(it) if indptr[-1] < 2**31 else indptr),
