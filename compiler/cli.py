@@ -120,7 +120,8 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
 @click.option("--clip", default="max", show_default=True, help="Weight range: max or pNN.N.")
 @click.option("--auto-sqnr", default=30.0, show_default=True,
               help="SQNR bound (dB) for --bits auto.")
-@click.option("--chips", default=1, show_default=True, help="Chips on the board.")
+@click.option("--chips", default="auto", show_default=True,
+              help="Chips on the board: N, or auto (the smallest board that holds the network).")
 @click.option("--calib", default=None, help="Calibration data: digits or FILE.npz.")
 @click.option("--calib-limit", default=512, show_default=True, help="Calibration samples.")
 @click.option("--timesteps", default=8, show_default=True, help="Default T written into the image.")
@@ -131,7 +132,10 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
 @click.option("--seed", default=0, show_default=True, help="Placement seed.")
 @click.option("--strict", is_flag=True, help="Fail when a layer goes silent after quantization.")
 @click.option("--input-shape", default=None, help="C,H,W for models without shape information.")
-@click.option("--estimate", is_flag=True, help="Only report the cores/chips needed; write nothing.")
+@click.option("--estimate", is_flag=True,
+              help="Only report the cores/chips needed per layer (a fast estimate before the "
+                   "tiling, then the exact count); write nothing.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @click.option("--dump-after", multiple=True, help="Print the IR after this pass (repeatable).")
 @click.option("--dump-dir", type=click.Path(file_okay=False), default=None,
               help="Write dumps to DIR/after-PASS.txt instead of stdout.")
@@ -145,7 +149,7 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
 def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, calib, calib_limit,
             timesteps, encoding, leak, seed, strict, input_shape, estimate, dump_after, dump_dir,
             stop_after, as_json, maxpool, threshold, threshold_per_channel, v_init,
-            calibrate_vinit, dt, nir_convention, cubalif, save_snn, debug):
+            calibrate_vinit, dt, nir_convention, cubalif, save_snn, debug, quiet):
     """Compile MODEL (.onnx SNN or CNN, .nir) into a chip image.
 
     An ONNX CNN (ReLU/Clip activations) is converted to IF neurons first; that needs --calib.
@@ -175,28 +179,49 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         else:
             click.echo(f"// ===== after {name} =====\n{text}")
 
+    chips = _chips(chips)
     nir_info = _nir_declared(model_in)
     if source is not None and nir_info:
         source = dict(source, nir=nir_info)
+    fast: dict = {}
+
+    def on_pass(name, i, n, seconds, graph):
+        progress(name, i, n, seconds)
+        if name == "calibrate" and (estimate or progress.active()):
+            from compiler.passes.partition import estimate as estimate_cores
+            fast.update(estimate_cores(graph, spec))
+            if estimate and not as_json:
+                _print_estimate(fast, spec)
+            elif not estimate:
+                click.echo(f"snnc: estimate before tiling: about {fast['cores']} cores on "
+                           f"{fast['chips']} chip(s)", err=True)
+
+    progress = _Progress(quiet or as_json and not estimate)
     if estimate:
         stop_after = "partition"
-    prog = compile_model(
-        model_in, spec, bits=_bits(bits), per_channel=per_channel, clip=clip, chips=chips,
-        calib=calib_x, timesteps=timesteps, encoding=encoding, seed=seed,
-        strict=strict, leak=leak, auto_sqnr=auto_sqnr, source=source,
-        dump_after=set(dump_after), stop_after=stop_after, dump=dump)
+    try:
+        prog = compile_model(
+            model_in, spec, bits=_bits(bits), per_channel=per_channel, clip=clip, chips=chips,
+            calib=calib_x, timesteps=timesteps, encoding=encoding, seed=seed,
+            strict=strict, leak=leak, auto_sqnr=auto_sqnr, source=source,
+            dump_after=set(dump_after), stop_after=stop_after, dump=dump, progress=on_pass,
+            keep_float=False)
+    finally:
+        progress.close()
     summary = prog.summary()
     report = _report(prog, summary)
     if nir_info:
         report["nir"] = nir_info
     if estimate:
         if as_json:
+            report["estimate"] = fast
             echo_json(report)
         else:
-            click.echo(f"estimate: {summary['cores_used']} cores on {summary['chips_needed']} "
-                       f"chip(s) of {spec.cores_per_chip} ({spec.name})")
-            click.echo(table([[k, v] for k, v in summary["cores_per_layer"].items()],
-                             ["layer", "cores"]))
+            click.echo(f"partitioned: {summary['cores_used']} cores on "
+                       f"{summary['chips_needed']} chip(s) of {spec.cores_per_chip} "
+                       f"({spec.name}); compile with --chips {summary['chips_needed']} "
+                       "(or --chips auto)")
+            click.echo(_partition_table(summary["partition"]))
         return
     if not prog.complete:
         click.echo(f"stopped after '{stop_after}' (stage {prog.graph.stage}); no binary written. "
@@ -232,6 +257,73 @@ def _echo_nir(info: dict | None) -> None:
                f"dt = {info['dt']:g} from {info['dt_source']}")
     for msg in info["declared"]:
         click.echo(f"  declared: {msg}")
+
+
+def _chips(v: str):
+    if str(v).lower() == "auto":
+        return "auto"
+    try:
+        n = int(v)
+    except ValueError as e:
+        raise click.BadParameter(f"'{v}' is not a number of chips or 'auto'",
+                                 param_hint="--chips") from e
+    if n < 1:
+        raise click.BadParameter(f"{n} chips: need at least 1", param_hint="--chips")
+    return n
+
+
+class _Progress:
+    """Per-pass progress on stderr: a tqdm bar on a terminal, otherwise one line per pass once
+    the compile has run for more than 2 s (short compiles stay silent); ``quiet`` silences."""
+
+    def __init__(self, quiet: bool):
+        import time
+        self.quiet, self.t0, self.bar = quiet, time.perf_counter(), None
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, name: str, i: int, n: int, seconds: float) -> None:
+        import time
+        if self.quiet:
+            return
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+                self.bar = tqdm(total=n, desc="snnc", unit="pass", file=sys.stderr,
+                                leave=False)
+            self.bar.set_postfix_str(f"{name} {seconds:.1f} s")
+            self.bar.update(1)
+        elif time.perf_counter() - self.t0 > 2.0:
+            click.echo(f"snnc: pass {i}/{n} {name} done in {seconds:.1f} s "
+                       f"({time.perf_counter() - self.t0:.1f} s total)", err=True)
+
+    def active(self) -> bool:
+        import time
+        return not self.quiet and (self.tty or time.perf_counter() - self.t0 > 2.0)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_estimate(est: dict, spec) -> None:
+    click.echo(f"estimate (before tiling): about {est['cores']} cores on {est['chips']} chip(s) "
+               f"of {spec.cores_per_chip} ({spec.name})")
+    click.echo(table([[k, v["neurons"], v["bits"], v["fan_in"], v["lcn"], v["neurons_per_core"],
+                       v["cores"], v["limit"]] for k, v in est["layers"].items()],
+                     ["layer", "neurons", "w", "fan-in", "LCN", "neurons/core", "cores",
+                      "limited by"]))
+    sys.stdout.flush()
+
+
+def _partition_table(part: dict) -> str:
+    rows = [[k, v["neurons"], v["bits"], v["fan_in"], v["lcn"], v["neurons_per_core"],
+             v["cores_lower_bound"], v["cores"], v["limit"]] for k, v in part.items()]
+    lb = sum(v["cores_lower_bound"] for v in part.values())
+    used = sum(v["cores"] for v in part.values())
+    rows.append(["total", "", "", "", "", "", lb, used,
+                 f"{used / max(lb, 1):.2f}x the ceil(neurons/neurons-per-core) sum"])
+    return table(rows, ["layer", "neurons", "w", "fan-in", "LCN", "neurons/core",
+                        "ceil(n/npc)", "cores", "limited by"])
 
 
 def _report(prog, summary) -> dict:
@@ -272,8 +364,12 @@ def inspect(image, as_json, debug):
                f"{info['cores_used']} cores on {info['chips']} chip(s), latency L = "
                f"{info['latency_ticks']} ticks, T = {info['timesteps']} ({info['encoding']})")
     click.echo(table([[L["name"], "x".join(map(str, L["shape"])), L["neurons"], L["bits"],
-                       L["depth"], len(L["cores"])] for L in info["layers"]],
-                     ["layer", "shape", "neurons", "bits", "depth", "cores"]))
+                       L["depth"], L["lcn"], L["neurons_per_core"], L["cores_lower_bound"],
+                       len(L["cores"])] for L in info["layers"]],
+                     ["layer", "shape", "neurons", "bits", "depth", "LCN", "neurons/core",
+                      "ceil(n/npc)", "cores"]))
+    click.echo(f"cores used {info['cores_used']} vs sum of ceil(neurons / neurons-per-core) "
+               f"{info['cores_lower_bound']} ({info['cores_ratio']:.2f}x)")
     click.echo("")
     rows = [[i, c["layer"], f"{c['chip']}:({c['x']},{c['y']})", c["neurons"], c["axons"],
              c["weight_bits"], c["lcn"], c["synapse_bits"], f"{100 * c['synapse_util']:.1f}%",
@@ -304,6 +400,15 @@ def inspect_image(img) -> dict:
             "route_entries": int(rb[nb_[c + 1]] - rb[nb_[c]]),
             "tick_start": int(a["core_tick_start"][c]),
         })
+    layers = []
+    for L in img.layers:
+        d = {k: L[k] for k in ("name", "shape", "neurons", "bits", "depth", "cores")}
+        lcns = sorted({per_core[c]["lcn"] for c in L["cores"]}) or [0]
+        npc = min(spec.neurons_per_core(int(L["bits"]), k) for k in lcns)
+        d.update(lcn=lcns[-1] if len(lcns) == 1 else lcns, neurons_per_core=npc,
+                 cores_lower_bound=-(-int(L["neurons"]) // npc))
+        layers.append(d)
+    lower = sum(d["cores_lower_bound"] for d in layers)
     return {
         "format_version": ".".join(map(str, img.version)), "chip": spec.name,
         "spec_digest": img.spec_digest, "cores_used": img.n_cores, "chips": img.chips,
@@ -312,8 +417,8 @@ def inspect_image(img) -> dict:
         "route_entries": int(a["rt_axon"].size), "input": img.meta["input"],
         "output": {k: v for k, v in img.meta["output"].items() if k in ("layer", "neurons",
                                                                          "decode")},
-        "layers": [{k: L[k] for k in ("name", "shape", "neurons", "bits", "depth", "cores")}
-                   for L in img.layers],
+        "layers": layers, "cores_lower_bound": lower,
+        "cores_ratio": img.n_cores / max(lower, 1),
         "per_core": per_core, "source": img.meta.get("source", {}),
         "compiler_version": img.meta.get("compiler_version"),
     }
