@@ -39,7 +39,7 @@ def test_native_vgg_matches_the_benchmark_graph(tmp_path):
     from compiler.passes import fold_bn, lower
     from frontends import load_model
     from frontends.native import to_graph
-    from frontends.onnx_io import export_onnx
+    from frontends.onnx import export_onnx
 
     m = vgg_native(VGG5_SEED_CHANNELS, fc=SEED_FC, hw=16).eval()
     g = to_graph(m, (3, 16, 16))
