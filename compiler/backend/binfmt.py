@@ -161,6 +161,7 @@ import logging
 import math
 import os
 import secrets
+import stat
 import struct
 import sys
 import zlib
@@ -195,6 +196,10 @@ SECTION_SIZE = struct.calcsize(SECTION_FMT)
 ALIGN = 64
 MAX_NDIM = 4
 DIGEST_SIZE = 32
+#: The largest file :func:`read` accepts (a 64-chip VGG is ~100 MB); checked before reading, and
+#: reads stop there, so a device or pipe without an end cannot exhaust memory.
+MAX_FILE_BYTES = 1 << 32
+_NOT_IMAGE_HINT = "pass a chip.bin written by `snnc compile`"
 
 DTYPES: dict[int, np.dtype] = {
     1: np.dtype("u1"), 2: np.dtype("i1"), 3: np.dtype("<u2"), 4: np.dtype("<i2"),
@@ -468,6 +473,8 @@ def _decode_meta(raw: bytes, src: str) -> dict:
         obj = json.loads(text, parse_constant=no_constant)
     except ValueError as e:
         raise bad(f"not valid JSON ({e})") from e
+    except RecursionError as e:
+        raise bad("JSON nested too deeply") from e
     if not isinstance(obj, dict):
         raise bad(f"expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -489,7 +496,19 @@ def read(path: str | os.PathLike) -> ChipFile:
     """
     try:
         with open(path, "rb") as f:
-            buf = f.read()
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(21, "is a directory")
+            if stat.S_ISREG(st.st_mode) and st.st_size > MAX_FILE_BYTES:
+                raise BinaryFormatError(
+                    f"{os.fspath(path)}: file is {st.st_size} bytes, more than the "
+                    f"{MAX_FILE_BYTES}-byte limit of a chip.bin", _NOT_IMAGE_HINT)
+            # bounded even where st_size says nothing (/dev/zero, pipes)
+            buf = f.read(MAX_FILE_BYTES + 1)
+        if len(buf) > MAX_FILE_BYTES:
+            raise BinaryFormatError(
+                f"{os.fspath(path)}: more than {MAX_FILE_BYTES} bytes without an end (not a "
+                "regular file?)", _NOT_IMAGE_HINT)
     except OSError as e:
         raise BinaryFormatError(f"{os.fspath(path)}: cannot read chip.bin ({e.strerror or e})",
                                 "check the path; create the file with `snnc compile`") from e
