@@ -5,7 +5,8 @@ then ``runtime.validate.validate`` checks everything the byte format cannot: the
 ChipSpec, META, every index, count, range and cross-table invariant the kernels rely on, and a
 memory budget (docs/binfmt.md, "What a valid image guarantees to the kernels").
 ``unmap()`` rebuilds the logical integer layer graph (stage 'folded') from the crossbar bits,
-registers and routes alone, so the runtime can be checked against ``compiler.reference.run_int`` without the source model.
+registers and routes alone, so the runtime can be checked against ``compiler.reference.run_int``
+without the source model.
 """
 
 from __future__ import annotations

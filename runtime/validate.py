@@ -325,14 +325,16 @@ class _Checker:
         cap_n = spec.xbar_cols // (w << lcn)
         if np.any(nn > cap_n):
             c = int(np.argmax(nn > cap_n))
-            raise self.bad(f"core {c} has {nn[c]} neurons, more than its capacity {cap_n[c]} "
+            raise self.bad(f"section 'core_neuron_base': core {c} has {nn[c]} neurons, more than "
+                           f"its capacity {cap_n[c]} "
                            f"(w={w[c]}, LCN={lcn[c]})")
         ab = self.prefix("core_axon_base", C, None, "cores")
         na = np.diff(ab)
         cap_a = spec.xbar_rows << lcn
         if np.any(na > cap_a):
             c = int(np.argmax(na > cap_a))
-            raise self.bad(f"core {c} has {na[c]} axons, more than its capacity {cap_a[c]} "
+            raise self.bad(f"section 'core_axon_base': core {c} has {na[c]} axons, more than its "
+                           f"capacity {cap_a[c]} "
                            f"(LCN={lcn[c]})")
         A = int(ab[-1])
         n_in = m["input"]["size"]
