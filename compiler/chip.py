@@ -122,6 +122,8 @@ BUILTIN_SPECS = {"picore64": PICORE64}
 #: indices as u16 with 0xFFFF meaning the host; the kernels accumulate in int32).
 MAX_AXONS_PER_CORE = 1 << 16
 MAX_SPEC_FILE_BYTES = 1 << 20
+#: The most input steps an image's META default, `--timesteps` or a run may ask for.
+MAX_TIMESTEPS = 1 << 16
 MAX_XBAR_COLS = 1 << 16
 MAX_AXON_SLOTS = 256
 MAX_CYCLE_COST = 1 << 20

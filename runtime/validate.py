@@ -20,12 +20,10 @@ import os
 import numpy as np
 
 from compiler.backend import binfmt
-from compiler.chip import HOST_CHIP, ChipSpec, spec_from_dict
+from compiler.chip import HOST_CHIP, MAX_TIMESTEPS, ChipSpec, spec_from_dict
 from compiler.errors import BinaryFormatError, SimulationError, SpecError
 from compiler.passes.place import board_grid
 
-#: The most input steps a META default (and ``snnrun --timesteps``) may ask for.
-MAX_TIMESTEPS = 1 << 16
 #: Input shapes have at most this many dimensions.
 MAX_INPUT_DIMS = 8
 

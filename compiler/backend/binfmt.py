@@ -220,6 +220,7 @@ kernels with `NUMBA_BOUNDSCHECK=1` on crafted files to check exactly that: `test
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
@@ -489,6 +490,9 @@ def write(path: str | os.PathLike, sections: Mapping[str, np.ndarray | dict],
     """
     path = Path(path)
     data = to_bytes(sections, spec_digest)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"cannot write {path}: the folder "
+                                f"'{path.parent}' does not exist", str(path))
     tmp = None
     try:
         # os.open with 0o666 lets the umask decide the final mode, as a plain open() would
@@ -501,6 +505,9 @@ def write(path: str | os.PathLike, sections: Mapping[str, np.ndarray | dict],
                 break
             except FileExistsError:
                 tmp = None
+            except OSError as e:  # name the target, not our temporary file
+                tmp = None
+                raise OSError(e.errno, f"cannot write {path}: {e.strerror}", str(path)) from e
         else:  # pragma: no cover - 100 random 48-bit names all taken
             raise FileExistsError(f"could not create a temporary file next to {path}")
         with os.fdopen(fd, "wb") as f:
