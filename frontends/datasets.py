@@ -351,7 +351,7 @@ def _check_npz_members(path: Path) -> None:
             nbytes = math.prod(shape) * dtype.itemsize
             if dtype.hasobject:
                 raise DatasetError(f"{name}: object arrays (pickles) are refused",
-                                   "store plain numeric arrays")
+                                   "store plain numeric arrays (pickles are never loaded)")
             if head + nbytes != info.file_size:
                 raise DatasetError(f"{name}: header declares shape {shape} of {dtype} "
                                    f"({nbytes} bytes) but the member holds "

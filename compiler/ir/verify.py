@@ -106,7 +106,7 @@ def verify(graph: Graph, stage: str, spec: ChipSpec = PICORE64) -> None:
 
 def _verify_finite(name: str, node, fail) -> None:
     """Every numeric parameter of ``node`` (weights, biases, thresholds, BN statistics, ...)
-    is finite: a NaN threshold would compile into a layer that never fires, a NaN weight into
+    is finite (a threshold may be +inf: a readout that never fires): a NaN threshold would compile into a layer that never fires, a NaN weight into
     numpy warnings and an out-of-range register far from its cause."""
     for f in dataclasses.fields(node):
         v = getattr(node, f.name)
@@ -123,6 +123,8 @@ def _verify_finite(name: str, node, fail) -> None:
                 fail(name, f"tensor '{f.name}' has dtype {arr.dtype}, expected numbers")
             continue
         bad = ~np.isfinite(arr)
+        if f.name == "v_threshold":  # +inf: a readout that integrates and never fires (NIR LI)
+            bad &= ~np.isposinf(arr)
         if bad.any():
             at = tuple(int(i) for i in np.argwhere(bad)[0]) if arr.ndim else ()
             fail(name, f"tensor '{f.name}' holds {int(bad.sum())} NaN/Inf value(s) of "

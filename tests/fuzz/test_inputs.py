@@ -218,8 +218,10 @@ def test_random_dataset_bytes(tmp_path_factory, blob, kind):
 
 @pytest.mark.parametrize("node,field", [("fc0", "weight"), ("fc1", "bias"),
                                         ("n0", "v_threshold")])
-@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_tensor_refused_at_import_naming_it(node, field, bad):
+    if field == "v_threshold" and bad == np.inf:
+        pytest.skip("+inf threshold: a readout that never fires (NIR LI), accepted")
     from factories import make_mlp
 
     from compiler import compile_model
