@@ -150,9 +150,9 @@ matching the registry, ndim <= 4 and unused dims zero, nbytes = itemsize * produ
 64-byte alignment, within the file, after the table, no overlap, reserved bytes zero); the file
 length; zero padding; each section's CRC; `meta` is a UTF-8 JSON object. Failures raise
 `BadMagicError`, `FormatVersionError`, `ChecksumError` (with `.section`, `"header"` for the header
-CRC) or `BinaryFormatError`, and every message names the file and the section. `read` refuses a
-file larger than `MAX_FILE_BYTES` (4 GiB) before reading it and never reads more than that from
-a device or pipe (`snnc inspect /dev/zero` fails at once); META JSON nested too deeply for the
+CRC) or `BinaryFormatError`, and every message names the file and the section. `read` refuses
+anything but a regular file (`snnc inspect /dev/zero` fails at once) and a file larger than
+`MAX_FILE_BYTES` (4 GiB) before reading it; META JSON nested too deeply for the
 parser is a `BinaryFormatError`, not a crash.
 
 ## What a valid image guarantees to the kernels
@@ -570,16 +570,17 @@ def read(path: str | os.PathLike) -> ChipFile:
             st = os.fstat(f.fileno())
             if stat.S_ISDIR(st.st_mode):
                 raise IsADirectoryError(21, "is a directory")
-            if stat.S_ISREG(st.st_mode) and st.st_size > MAX_FILE_BYTES:
+            if not stat.S_ISREG(st.st_mode):  # /dev/zero, a pipe: no size, maybe no end
+                raise BinaryFormatError(f"{os.fspath(path)}: not a regular file",
+                                        _NOT_IMAGE_HINT)
+            if st.st_size > MAX_FILE_BYTES:
                 raise BinaryFormatError(
                     f"{os.fspath(path)}: file is {st.st_size} bytes, more than the "
                     f"{MAX_FILE_BYTES}-byte limit of a chip.bin", _NOT_IMAGE_HINT)
-            # bounded even where st_size says nothing (/dev/zero, pipes)
-            buf = f.read(MAX_FILE_BYTES + 1)
+            buf = f.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows meanwhile
         if len(buf) > MAX_FILE_BYTES:
-            raise BinaryFormatError(
-                f"{os.fspath(path)}: more than {MAX_FILE_BYTES} bytes without an end (not a "
-                "regular file?)", _NOT_IMAGE_HINT)
+            raise BinaryFormatError(f"{os.fspath(path)}: more than {MAX_FILE_BYTES} bytes",
+                                    _NOT_IMAGE_HINT)
     except OSError as e:
         raise BinaryFormatError(f"{os.fspath(path)}: cannot read chip.bin ({e.strerror or e})",
                                 "check the path; create the file with `snnc compile`") from e

