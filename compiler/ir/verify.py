@@ -106,8 +106,9 @@ def verify(graph: Graph, stage: str, spec: ChipSpec = PICORE64) -> None:
 
 def _verify_finite(name: str, node, fail) -> None:
     """Every numeric parameter of ``node`` (weights, biases, thresholds, BN statistics, ...)
-    is finite (a threshold may be +inf: a readout that never fires): a NaN threshold would compile into a layer that never fires, a NaN weight into
-    numpy warnings and an out-of-range register far from its cause."""
+    is finite (a threshold may be +inf: a readout that never fires). A NaN threshold would
+    compile into a layer that never fires, a NaN weight into numpy warnings and an
+    out-of-range register far from its cause."""
     for f in dataclasses.fields(node):
         v = getattr(node, f.name)
         if isinstance(v, bool) or v is None or isinstance(v, str):
