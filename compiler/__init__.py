@@ -1,8 +1,10 @@
 """snnc compiler: a model -> graph IR -> passes -> chip.bin for a PIcore-like chip.
 
-The whole pipeline, readable in one function::
+The compiler never imports the frontends (nor the runtime): :func:`compile_model` takes a Graph.
+Loading a module or a file is the caller's job (``frontends.compile_model`` and the ``snnc``
+CLI do both steps). The whole pipeline, readable in one function::
 
-    graph = frontends.load_model(model)                      # float operator graph
+    graph = frontends.load_model(model)                      # float operator graph (caller)
     graph, history = run_pipeline(graph, spec, PIPELINE)     # fold-bn .. route
     sections = backend.emit(graph, spec)                     # named arrays + META
     binfmt.write(path, sections, spec.digest())              # versioned, checksummed, atomic
@@ -72,10 +74,13 @@ def compile_model(model, spec: ChipSpec = PICORE64, *, bits: int | str = 8,
                   per_channel: bool = False, clip: str = "max", chips: int = 1,
                   calib: np.ndarray | None = None, timesteps: int = 8, encoding: str = "direct",
                   seed: int = 0, strict: bool = False, leak: str = "auto",
-                  auto_sqnr: float = 30.0, effort: float = 1.0, input_shape=None,
+                  auto_sqnr: float = 30.0, effort: float = 1.0, source: dict | None = None,
                   dump_after: set[str] | None = None, stop_after: str | None = None,
                   dump=None, passes=None) -> Program:
-    """Compile ``model`` (a Graph, an nn.Module, or a path to .onnx/.nir) for ``spec``.
+    """Compile the operator graph ``model`` (stage 'imported') for ``spec``.
+
+    Modules and files are loaded by the caller: ``frontends.load_model(...)`` gives the Graph,
+    ``frontends.compile_model(module_or_path, ...)`` does both steps.
 
     Args:
         bits: weight width (1, 2, 4, 8) or 'auto' (smallest width with SQNR >= auto_sqnr dB).
@@ -85,21 +90,18 @@ def compile_model(model, spec: ChipSpec = PICORE64, *, bits: int | str = 8,
         calib: calibration images [N, C, H, W] in [0, 1]: per-layer report + placement rates.
         timesteps, encoding: defaults written into the image (the runtime may override).
         seed: placement seed. strict: fail instead of warning on a silent layer.
+        source: where the graph came from ({'path', 'sha256'}), written into the image.
     Raises:
         SnnError subclasses with what/where/limit/hint.
     """
     from compiler.passes import PIPELINE, run_pipeline
 
-    source: dict = {}
-    if isinstance(model, Graph):
-        graph = model
-    else:
-        from frontends import load_model
-        graph = load_model(model, input_shape=input_shape)
-        if isinstance(model, (str, Path)):
-            from compiler.backend.emit import file_sha256
-            source = {"path": Path(model).name, "sha256": file_sha256(model)}
-    graph = graph.copy()
+    if not isinstance(model, Graph):
+        raise SnnError(f"compile_model takes an operator Graph, got a {type(model).__name__}",
+                       "load the model first: frontends.load_model(model, input_shape), or "
+                       "call frontends.compile_model(model, ...) which loads and compiles")
+    source = dict(source or {})
+    graph = model.copy()
     graph.attrs["timesteps"] = int(timesteps)
     graph.attrs["encoding"] = str(encoding)
     options = dict(bits=bits, per_channel=per_channel, clip=clip, chips=chips, calib=calib,

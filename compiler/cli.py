@@ -22,6 +22,7 @@ from compiler.cliutil import (
     table,
 )
 from compiler.errors import SnnError
+from snnc._version import __version__
 
 
 def _spec(chip: str):
@@ -47,6 +48,7 @@ def load_calib(spec: str | None, limit: int) -> np.ndarray | None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="snnc", message="%(prog)s %(version)s")
 @debug_option
 @click.option("-v", "--verbose", count=True, help="Log pass timings (-v) and details (-vv).")
 def cli(debug: bool, verbose: int) -> None:
@@ -57,7 +59,7 @@ def cli(debug: bool, verbose: int) -> None:
 
 
 def _conversion_options(f):
-    """ANN -> SNN conversion options (an ONNX CNN; frontends/convert_ann.py)."""
+    """ANN -> SNN conversion options (an ONNX CNN; frontends/onnx/ann.py)."""
     opts = [
         click.option("--maxpool", default="error", show_default=True,
                      type=click.Choice(["error", "avg"]),
@@ -79,15 +81,15 @@ def _conversion_options(f):
 
 
 def _nir_options(f, dt: bool = True):
-    """NIR import options (frontends/nir_io.py)."""
+    """NIR import options (frontends/nir/)."""
     opts = [
         click.option("--dt", default=None, type=FiniteFloat(positive=True),
                      help="NIR: time step (default: the file's metadata or the convention's)."),
     ] if dt else []
     opts += [
         click.option("--nir-convention", default=None,
-                     type=click.Choice(["nir", "snnc", "snntorch", "norse", "sinabs", "rockpool",
-                                        "spyx", "lava"]),
+                     type=click.Choice(["nir", "snnc", "snntorch", "snntorch-zero", "norse",
+                                        "sinabs", "rockpool", "spyx", "spyx-0", "lava"]),
                      help="NIR: the framework that wrote the file (reset, spike predicate, dt)."),
         click.option("--cubalif", default="error", show_default=True,
                      type=click.Choice(["error", "lif"]),
@@ -100,7 +102,7 @@ def _nir_options(f, dt: bool = True):
 
 def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict,
               save_snn=None):
-    """An ONNX CNN or a .nir file -> (Graph, source dict); an SNN .onnx -> (path, None)."""
+    """Load MODEL (.onnx SNN or CNN, .nir) -> (Graph, source dict for the image's META)."""
     from compiler.backend.emit import file_sha256
     from frontends import is_ann_file, load_model
 
@@ -111,10 +113,10 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
     if not is_ann_file(path):
         if save_snn:
             raise click.UsageError("--save-snn applies to ONNX CNNs (converted models) only")
-        return model, None
+        return load_model(path, shape), source
     graph = load_model(path, shape, calib=calib_x, timesteps=timesteps, **conversion)
     if save_snn:
-        from frontends.onnx_io import export_onnx
+        from frontends.onnx import export_onnx
         export_onnx(graph, save_snn)
         source = {"path": Path(save_snn).name, "sha256": file_sha256(save_snn),
                   "converted_from": source}
@@ -191,17 +193,20 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         else:
             click.echo(f"// ===== after {name} =====\n{text}")
 
+    nir_info = _nir_declared(model_in)
+    if source is not None and nir_info:
+        source = dict(source, nir=nir_info)
     if estimate:
         stop_after = "partition"
     prog = compile_model(
         model_in, spec, bits=_bits(bits), per_channel=per_channel, clip=clip, chips=chips,
         calib=calib_x, timesteps=timesteps, encoding=encoding, seed=seed,
-        strict=strict, leak=leak, auto_sqnr=auto_sqnr, input_shape=shape,
+        strict=strict, leak=leak, auto_sqnr=auto_sqnr, source=source,
         dump_after=set(dump_after), stop_after=stop_after, dump=dump)
-    if source is not None:
-        prog.source = source
     summary = prog.summary()
     report = _report(prog, summary)
+    if nir_info:
+        report["nir"] = nir_info
     if estimate:
         if as_json:
             echo_json(report)
@@ -223,7 +228,28 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         return
     click.echo(f"wrote {output}: {summary['cores_used']} cores on {prog.graph.attrs['chips']} "
                f"chip(s), latency L = {summary['latency_ticks']} ticks")
+    _echo_nir(nir_info)
     click.echo(_quant_table(report))
+
+
+def _nir_declared(model_in) -> dict | None:
+    """What a NIR import declared (convention, dt, semantics the chip does not keep)."""
+    attrs = getattr(model_in, "attrs", None) or {}
+    info = attrs.get("nir")
+    if not info:
+        return None
+    return {"convention": info.get("convention"), "producer": info.get("producer"),
+            "dt": info.get("dt"), "dt_source": info.get("dt_source"),
+            "declared": list(info.get("lossy", []))}
+
+
+def _echo_nir(info: dict | None) -> None:
+    if not info:
+        return
+    click.echo(f"NIR import: convention {info['convention']} ({info['producer']}), "
+               f"dt = {info['dt']:g} from {info['dt_source']}")
+    for msg in info["declared"]:
+        click.echo(f"  declared: {msg}")
 
 
 def _report(prog, summary) -> dict:
@@ -320,10 +346,13 @@ def inspect_image(img) -> dict:
 @click.option("--timesteps", default=None, type=TIMESTEPS, help="Override the image's T.")
 @click.option("--batch", default=128, show_default=True, type=POSITIVE)
 @click.option("--json", "as_json", is_flag=True)
+@_nir_options
 @debug_option
-def verify(model, image, data, limit, timesteps, batch, as_json, debug):
+def verify(model, image, data, limit, timesteps, batch, as_json, dt, nir_convention, cubalif,
+           debug):
     """Trained vs deployed: float model, quantized reference and chip runtime on DATA."""
-    res = verify_model(model, image, data, limit, timesteps, batch)
+    res = verify_model(model, image, data, limit, timesteps, batch,
+                       nir_opts=dict(dt=dt, nir_convention=nir_convention, cubalif=cubalif))
     if as_json:
         echo_json(res)
         return
@@ -343,16 +372,16 @@ def verify(model, image, data, limit, timesteps, batch, as_json, debug):
 
 
 def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
-                 batch=128) -> dict:
+                 batch=128, nir_opts: dict | None = None) -> dict:
+    from compiler import encoding as enc
     from compiler import reference
     from compiler.backend.emit import file_sha256
     from compiler.passes import fold_bn, lower
     from frontends import load_model
     from frontends.datasets import check_labels, load_dataset
-    from runtime import encoding as enc
-    from runtime.cli import check_bit_exact
+    from runtime.cli.common import check_bit_exact
+    from runtime.engines.tick import run_payloads
     from runtime.image import load
-    from runtime.simulator import run_payloads
 
     img = load(image_path)
     ds = load_dataset(data, split="test", limit=limit)
@@ -361,7 +390,11 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
     if src.get("sha256") and Path(model).is_file() and file_sha256(model) != src["sha256"]:
         warnings.append(f"{image_path} was compiled from a different file than {model} "
                         f"(sha256 mismatch)")
-    g = load_model(model)
+    nir_opts = nir_opts or {}
+    g = (load_model(model, **nir_opts) if Path(model).suffix.lower() == ".nir"
+         else load_model(model))
+    for msg in (g.attrs.get("nir") or {}).get("lossy", []):
+        warnings.append(f"NIR import declared: {msg}")
     fg = lower(fold_bn(g), input_scale=img.meta["input"]["scale"])
     if int(np.prod(fg.node(fg.input_name).input_type)) != img.n_inputs:
         raise SnnError(f"{model} takes {fg.node(fg.input_name).input_type} inputs but "
@@ -397,6 +430,13 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
     }
 
 
+def _run_chip(prog, payloads):
+    """convert-report --runtime: the program's chip image on the cycle-level runtime."""
+    from runtime.engines import run_payloads
+    from runtime.image import from_sections
+    return run_payloads(from_sections(prog.sections(), prog.spec.digest()), payloads).predictions
+
+
 @cli.command("convert-report")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--calib", required=True, help="Calibration data: digits or FILE.npz.")
@@ -416,15 +456,15 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
 @click.option("--runtime", "use_runtime", is_flag=True,
               help="Also compile each T to a chip image and run the cycle-level runtime.")
 @_conversion_options
+@_nir_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @debug_option
 def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits, per_channel,
                    clip, input_shape, use_runtime, maxpool, threshold, threshold_per_channel,
-                   v_init, calibrate_vinit, as_json, debug):
+                   v_init, calibrate_vinit, dt, nir_convention, cubalif, as_json, debug):
     """ANN accuracy vs converted SNN accuracy (float and quantized reference) per T."""
-    from frontends.convert_ann import report
     from frontends.datasets import load_dataset
-    from frontends.onnx_io import import_ann
+    from frontends.onnx import import_ann, report
 
     try:
         ts = [int(t) for t in timesteps.split(",") if t.strip()]
@@ -436,12 +476,19 @@ def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits
                                  param_hint="--timesteps")
     if not Path(model).is_file():
         raise SnnError(f"model file '{model}' not found")
+    if Path(model).suffix.lower() == ".nir":
+        from frontends import load_model
+        g = load_model(model, dt=dt, nir_convention=nir_convention, cubalif=cubalif)
+        raise SnnError(f"{model} is already an SNN (NIR, convention "
+                       f"{g.attrs['nir']['convention']}): convert-report measures an ANN -> SNN "
+                       "conversion", "compile it with snnc compile and compare with snnc verify")
     shape = input_shape
     ann = import_ann(model, input_shape=shape, maxpool=maxpool)
     ds = load_dataset(data, split="test", limit=limit)
     res = report(ann, load_calib(calib, calib_limit), ds.x, ds.y, ts, bits=_bits(bits),
                  weight_per_channel=per_channel, clip=clip, spec=_spec(chip),
-                 runtime=use_runtime, threshold=threshold, per_channel=threshold_per_channel,
+                 run_chip=_run_chip if use_runtime else None, threshold=threshold,
+                 per_channel=threshold_per_channel,
                  v_init=v_init, calibrate_vinit=calibrate_vinit)
     res["data"] = data
     if as_json:
@@ -491,7 +538,7 @@ def export_nir_cmd(source, output, dt, calib, calib_limit, timesteps, input_shap
     its float operator graph. Anything NIR cannot express is printed as a warning.
     """
     from compiler.backend import binfmt
-    from frontends.nir_io import export_nir
+    from frontends.nir import export_nir
 
     path = Path(source)
     if not path.is_file():
@@ -511,9 +558,6 @@ def export_nir_cmd(source, output, dt, calib, calib_limit, timesteps, input_shap
                                   per_channel=threshold_per_channel, v_init=v_init,
                                   calibrate_vinit=calibrate_vinit),
                              dict(dt=None, nir_convention=nir_convention, cubalif=cubalif))
-        if not hasattr(graph, "attrs"):
-            from frontends import load_model
-            graph = load_model(graph, shape)
     warnings = export_nir(graph, output, dt=dt)
     for w in warnings:
         click.echo(f"warning: {w}", err=True)

@@ -179,7 +179,7 @@ class _Checker:
             raise self.bad("META input: missing key 'scale'")
         self.floats([inp["scale"]], "input.scale", True)
         self.int_(m, "timesteps", "", 1, MAX_TIMESTEPS)
-        from runtime.encoding import ALIASES, ENCODINGS
+        from compiler.encoding import ALIASES, ENCODINGS
         enc = self.str_(m, "encoding", "")
         if enc not in ENCODINGS and enc not in ALIASES:
             raise self.bad(f"META encoding '{enc:.40}' is not one of "

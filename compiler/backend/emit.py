@@ -22,7 +22,7 @@ from compiler.ir.nodes import Layer
 from compiler.passes.partition import stacked
 from compiler.passes.place import board_grid
 
-COMPILER_VERSION = "0.1.0"
+COMPILER_VERSION = "0.2.0"  # the package version (snnc/_version.py)
 
 
 def pack_crossbar(wmat: np.ndarray, w: int, lcn: int, spec: ChipSpec) -> np.ndarray:

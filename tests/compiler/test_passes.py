@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from factories import make_convnet, make_mlp
 
-from compiler import compile_model, reference
+from compiler import reference
 from compiler.chip import PICORE64
 from compiler.errors import CapacityError, PassError, QuantizationError
 from compiler.ir import BatchNorm, Conv2d, Graph, verify
@@ -22,6 +22,7 @@ from compiler.passes import (
     run_pipeline,
 )
 from compiler.passes.calibrate import direct_payloads
+from frontends import compile_model
 
 TINY = dataclasses.replace(PICORE64, name="tiny", mesh_x=2, mesh_y=2, xbar_rows=64,
                            xbar_cols=128, max_chips=16)

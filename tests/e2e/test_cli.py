@@ -31,7 +31,7 @@ def run(cmd, *args, ok=True):
 def mlp_onnx(tmp_path_factory):
     from factories import make_mlp
 
-    from frontends.onnx_io import export_onnx
+    from frontends.onnx import export_onnx
     d = tmp_path_factory.mktemp("m")
     g = make_mlp(sizes=(64, 20, 10), seed=3)
     path = d / "mlp.onnx"

@@ -15,8 +15,8 @@ from corpus import CASES, base_sections, case_bytes, to_bytes
 from runcheck import load_or_refuse, run_and_check
 
 from compiler.backend import binfmt
+from runtime.engines.tick import run_payloads
 from runtime.image import ChipImage
-from runtime.simulator import run_payloads
 
 FREE = ["xbar", "neu_v_init", "neu_bias", "neu_th_pos", "neu_th_neg", "neu_v_reset", "neu_leak",
         "neu_shift", "neu_mode"]

@@ -7,8 +7,8 @@ import numpy as np
 from compiler import reference
 from compiler.backend import binfmt
 from compiler.errors import BinaryFormatError
+from runtime.engines.tick import run_payloads
 from runtime.image import ChipImage
-from runtime.simulator import run_payloads
 
 
 def load_or_refuse(buf: bytes):

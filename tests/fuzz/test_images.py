@@ -55,7 +55,7 @@ def test_memory_budget_refuses_before_allocating(monkeypatch):
 def test_run_budget_checked_per_call(monkeypatch):
     sec, dig = base_sections()
     img, _ = load_or_refuse(binfmt.to_bytes(sec, dig))
-    from runtime.simulator import run_payloads
+    from runtime.engines.tick import run_payloads
     monkeypatch.setenv("SNNC_MEMORY_BUDGET", str(img.footprint["tables"] + 100_000))
     with pytest.raises(SimulationError, match="memory budget"):
         run_payloads(img, np.zeros((5000, 64, img.n_inputs), np.uint8), workers=1)

@@ -9,12 +9,13 @@ from factories import random_net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler import compile_model, reference
+from compiler import reference
 from compiler.chip import PICORE64
 from compiler.errors import SimulationError
 from compiler.ir import IF, Affine, Graph, Input, Output
+from frontends import compile_model
+from runtime.engines.tick import run_payloads
 from runtime.image import from_sections
-from runtime.simulator import run_payloads
 
 TINY = dataclasses.replace(PICORE64, name="tiny", mesh_x=2, mesh_y=2, xbar_rows=64,
                            xbar_cols=128, max_chips=16)
