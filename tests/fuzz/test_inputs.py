@@ -246,3 +246,15 @@ class _no_warnings:
 
     def __exit__(self, *a):
         return self.cm.__exit__(*a)
+
+
+@pytest.mark.parametrize("opt,val", [("--limit", "0"), ("--timesteps", "0"), ("--steps", "0"),
+                                     ("--eot", "0"), ("--epochs", "0"), ("--sda-limit", "0"),
+                                     ("--sda-synthetic", "-1"), ("--seed", "-1"),
+                                     ("--workers", "-1"), ("--alpha", "inf")])
+def test_snnrun_compare_numeric_options_are_range_checked(image_and_data, opt, val):
+    from runtime.cli import SUBCOMMANDS
+    img, data, _ = image_and_data
+    r = _run(SUBCOMMANDS["compare"], ["--images", img, "--data", f"npz:{data}", opt, val])
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    assert opt in r.output and "Invalid value" in r.output
