@@ -8,7 +8,18 @@ from pathlib import Path
 import click
 import numpy as np
 
-from compiler.cliutil import debug_option, echo_json, run_cli, table
+from compiler.cliutil import (
+    POSITIVE,
+    SEED,
+    TIMESTEPS,
+    FiniteFloat,
+    ShapeType,
+    check_output,
+    debug_option,
+    echo_json,
+    run_cli,
+    table,
+)
 from compiler.errors import SnnError
 from snnc._version import __version__
 
@@ -71,7 +82,7 @@ def _conversion_options(f):
 def _nir_options(f, dt: bool = True):
     """NIR import options (frontends/nir/)."""
     opts = [
-        click.option("--dt", default=None, type=float,
+        click.option("--dt", default=None, type=FiniteFloat(positive=True),
                      help="NIR: time step (default: the file's metadata or the convention's)."),
     ] if dt else []
     opts += [
@@ -118,20 +129,23 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
 @click.option("--bits", default="8", show_default=True, help="Weight width 1|2|4|8 or auto.")
 @click.option("--per-channel", is_flag=True, help="One weight scale per output channel.")
 @click.option("--clip", default="max", show_default=True, help="Weight range: max or pNN.N.")
-@click.option("--auto-sqnr", default=30.0, show_default=True,
+@click.option("--auto-sqnr", default=30.0, show_default=True, type=FiniteFloat(),
               help="SQNR bound (dB) for --bits auto.")
 @click.option("--chips", default="auto", show_default=True,
               help="Chips on the board: N, or auto (the smallest board that holds the network).")
 @click.option("--calib", default=None, help="Calibration data: digits or FILE.npz.")
-@click.option("--calib-limit", default=512, show_default=True, help="Calibration samples.")
-@click.option("--timesteps", default=8, show_default=True, help="Default T written into the image.")
+@click.option("--calib-limit", default=512, show_default=True, type=POSITIVE,
+              help="Calibration samples.")
+@click.option("--timesteps", default=8, show_default=True, type=TIMESTEPS,
+              help="Default T written into the image.")
 @click.option("--encoding", default="direct", show_default=True,
               type=click.Choice(["direct", "rate", "phase", "latency"]))
 @click.option("--leak", default="auto", show_default=True,
               type=click.Choice(["auto", "shift", "mult"]))
-@click.option("--seed", default=0, show_default=True, help="Placement seed.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Placement seed.")
 @click.option("--strict", is_flag=True, help="Fail when a layer goes silent after quantization.")
-@click.option("--input-shape", default=None, help="C,H,W for models without shape information.")
+@click.option("--input-shape", default=None, type=ShapeType(),
+              help="C,H,W for models without shape information.")
 @click.option("--estimate", is_flag=True,
               help="Only report the cores/chips needed per layer (a fast estimate before the "
                    "tiling, then the exact count); write nothing.")
@@ -162,8 +176,10 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         raise click.UsageError("missing -o/--output (or use --estimate / --stop-after)")
     if not Path(model).is_file():
         raise SnnError(f"model file '{model}' not found")
+    check_output(output, model)
+    check_output(save_snn, model, output, option="--save-snn")
     spec = _spec(chip)
-    shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
+    shape = input_shape
     calib_x = load_calib(calib, calib_limit)
     model_in, source = _frontend(model, calib_x, shape, timesteps,
                                  dict(maxpool=maxpool, threshold=threshold,
@@ -429,9 +445,9 @@ def inspect_image(img) -> dict:
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--data", default="digits", show_default=True,
               help="digits | npz:FILE | mnist:DIR | cifar10:DIR (test split).")
-@click.option("--limit", default=None, type=int, help="Use the first N test samples.")
-@click.option("--timesteps", default=None, type=int, help="Override the image's T.")
-@click.option("--batch", default=128, show_default=True)
+@click.option("--limit", default=None, type=POSITIVE, help="Use the first N test samples.")
+@click.option("--timesteps", default=None, type=TIMESTEPS, help="Override the image's T.")
+@click.option("--batch", default=128, show_default=True, type=POSITIVE)
 @click.option("--json", "as_json", is_flag=True)
 @_nir_options
 @debug_option
@@ -465,7 +481,7 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
     from compiler.backend.emit import file_sha256
     from compiler.passes import fold_bn, lower
     from frontends import load_model
-    from frontends.datasets import load_dataset
+    from frontends.datasets import check_labels, load_dataset
     from runtime.cli.common import check_bit_exact
     from runtime.engines.tick import run_payloads
     from runtime.image import load
@@ -487,7 +503,8 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
         raise SnnError(f"{model} takes {fg.node(fg.input_name).input_type} inputs but "
                        f"{image_path} expects {img.meta['input']['shape']}",
                        "verify the image against the model it was compiled from")
-    T = int(timesteps or img.meta["timesteps"])
+    check_labels(ds.y, int(img.meta["output"]["neurons"]), data, image_path)
+    T = int(img.meta["timesteps"] if timesteps is None else timesteps)
     name = img.meta["encoding"]
     ig = img.unmap()
     x = ds.x.reshape(len(ds.x), -1)
@@ -526,17 +543,19 @@ def _run_chip(prog, payloads):
 @cli.command("convert-report")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--calib", required=True, help="Calibration data: digits or FILE.npz.")
-@click.option("--calib-limit", default=512, show_default=True, help="Calibration samples.")
+@click.option("--calib-limit", default=512, show_default=True, type=POSITIVE,
+              help="Calibration samples.")
 @click.option("--data", default="digits", show_default=True,
               help="Test data: digits | npz:FILE | mnist:DIR | cifar10:DIR (test split).")
-@click.option("--limit", default=None, type=int, help="Use the first N test samples.")
+@click.option("--limit", default=None, type=POSITIVE, help="Use the first N test samples.")
 @click.option("--timesteps", default="4,8,16,32,64", show_default=True,
               help="Comma-separated T values.")
 @click.option("--chip", default="picore64", show_default=True, help="picore64 or a spec FILE.")
 @click.option("--bits", default="8", show_default=True, help="Weight width 1|2|4|8 or auto.")
 @click.option("--per-channel", is_flag=True, help="One weight scale per output channel.")
 @click.option("--clip", default="max", show_default=True, help="Weight range: max or pNN.N.")
-@click.option("--input-shape", default=None, help="C,H,W for models without shape information.")
+@click.option("--input-shape", default=None, type=ShapeType(),
+              help="C,H,W for models without shape information.")
 @click.option("--runtime", "use_runtime", is_flag=True,
               help="Also compile each T to a chip image and run the cycle-level runtime.")
 @_conversion_options
@@ -555,8 +574,9 @@ def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits
     except ValueError as e:
         raise click.BadParameter(f"'{timesteps}' is not a comma-separated list of integers",
                                  param_hint="--timesteps") from e
-    if not ts or min(ts) < 1:
-        raise click.BadParameter("need at least one T >= 1", param_hint="--timesteps")
+    if not ts or min(ts) < 1 or max(ts) > TIMESTEPS.max:
+        raise click.BadParameter(f"need at least one T, each in 1..{TIMESTEPS.max}",
+                                 param_hint="--timesteps")
     if not Path(model).is_file():
         raise SnnError(f"model file '{model}' not found")
     if Path(model).suffix.lower() == ".nir":
@@ -565,7 +585,7 @@ def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits
         raise SnnError(f"{model} is already an SNN (NIR, convention "
                        f"{g.attrs['nir']['convention']}): convert-report measures an ANN -> SNN "
                        "conversion", "compile it with snnc compile and compare with snnc verify")
-    shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
+    shape = input_shape
     ann = import_ann(model, input_shape=shape, maxpool=maxpool)
     ds = load_dataset(data, split="test", limit=limit)
     res = report(ann, load_calib(calib, calib_limit), ds.x, ds.y, ts, bits=_bits(bits),
@@ -600,13 +620,15 @@ def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output .nir path.")
-@click.option("--dt", default=None, type=float,
+@click.option("--dt", default=None, type=FiniteFloat(positive=True),
               help="Time step written to the metadata (default: the model's, else 1.0).")
 @click.option("--calib", default=None, help="ONNX CNN: calibration data (digits or FILE.npz).")
-@click.option("--calib-limit", default=512, show_default=True, help="Calibration samples.")
-@click.option("--timesteps", default=8, show_default=True,
+@click.option("--calib-limit", default=512, show_default=True, type=POSITIVE,
+              help="Calibration samples.")
+@click.option("--timesteps", default=8, show_default=True, type=TIMESTEPS,
               help="ONNX CNN: T for --calibrate-vinit.")
-@click.option("--input-shape", default=None, help="C,H,W for models without shape information.")
+@click.option("--input-shape", default=None, type=ShapeType(),
+              help="C,H,W for models without shape information.")
 @_conversion_options
 @lambda f: _nir_options(f, dt=False)
 @debug_option
@@ -624,6 +646,7 @@ def export_nir_cmd(source, output, dt, calib, calib_limit, timesteps, input_shap
     path = Path(source)
     if not path.is_file():
         raise SnnError(f"file '{source}' not found")
+    check_output(output, source)
     with open(path, "rb") as f:
         is_image = f.read(len(binfmt.MAGIC)) == binfmt.MAGIC
     if is_image:
@@ -632,7 +655,7 @@ def export_nir_cmd(source, output, dt, calib, calib_limit, timesteps, input_shap
         graph = img.unmap()
         graph.attrs["threshold_max"] = img.spec.threshold_max
     else:
-        shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
+        shape = input_shape
         graph, _ = _frontend(source, load_calib(calib, calib_limit), shape, timesteps,
                              dict(maxpool=maxpool, threshold=threshold,
                                   per_channel=threshold_per_channel, v_init=v_init,

@@ -40,6 +40,10 @@ def run_pipeline(graph: Graph, spec: ChipSpec, passes, options: dict | None = No
             raise PassError(f"unknown pass '{n}'", f"passes are: {', '.join(names)}")
     history: dict[str, Graph] = {}
     done: list[str] = []
+    if check and passes and graph.stage == "imported":
+        # the input itself (NaN weights, bad attributes) is refused as the input's fault,
+        # before any pass computes with it
+        verify(graph, "imported", spec)
     for p in passes:
         t0, c0 = time.perf_counter(), time.process_time()
         try:

@@ -28,10 +28,10 @@ def main_attack(ctx) -> None:
     if any(e < 0 or e > 1 for e in eps):
         raise click.BadParameter("--eps values must lie in [0, 1] (e.g. 8/255)")
     surrogate = p.get("surrogate") or "atan"
-    steps = int(p.get("steps") or 10)
-    if steps < 1:
-        raise click.BadParameter("--steps must be >= 1")
-    eot = int(p.get("eot") or 1)
+    steps = 10 if p.get("steps") is None else int(p["steps"])
+    eot = 1 if p.get("eot") is None else int(p["eot"])
+    if steps < 1 or eot < 1:
+        raise click.BadParameter("--steps and --eot must be >= 1")
     ds, img = ctx.dataset, ctx.image
     x = np.asarray(ds.x, np.float64)
     y = np.asarray(ds.y, np.int64)

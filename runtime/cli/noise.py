@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 
 from runtime.lab import noise
@@ -25,7 +26,6 @@ def _parse_times(text: str | None) -> list[float]:
 
 def main_noise(ctx) -> None:
     """The snnrun noise mode (runtime/cli/ dispatches here; options in ``ctx.params``)."""
-    import click
 
     from compiler import encoding as enc
     from compiler.cliutil import echo_json, jsonable
@@ -36,7 +36,10 @@ def main_noise(ctx) -> None:
     x = ds.x.reshape(len(ds.x), -1)
     y = np.asarray(ds.y)
     payloads = enc.encode(ctx.encoding, x, ctx.timesteps, seed=ctx.seed)
-    samples = int(P.get("samples") or 20)
+    samples = 20 if P.get("samples") is None else int(P["samples"])
+    pga_steps = 10 if P.get("steps") is None else int(P["steps"])
+    if samples < 1:
+        raise click.BadParameter(f"must be >= 1, got {samples}", param_hint="--samples")
     seed = int(ctx.seed)
     progress = sys.stderr.isatty() and not ctx.as_json
     on = tuple(t.strip() for t in (P.get("mismatch_on") or "weights").split(",") if t.strip())
@@ -77,7 +80,7 @@ def main_noise(ctx) -> None:
                      domain="analog", on=("weights",), cluster=cluster, **kw)
         res["worst_case"] = []
         for z, rr in zip(wc_levels, rand):
-            w = worst_case(ctx.image, payloads, y, z, steps=int(P.get("steps") or 10),
+            w = worst_case(ctx.image, payloads, y, z, steps=pga_steps,
                            seed=seed, twin=tw, workers=ctx.workers, progress=progress)
             w["random"] = {k: rr[k] for k in ("mean", "std", "min", "max", "n")}
             w["hurts_more"] = bool(w["accuracy"] <= rr["mean"])
