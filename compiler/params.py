@@ -97,5 +97,64 @@ def torch_kind(role: str, tensor_name: str) -> str | None:
     return None
 
 
-__all__ = ["PARAM_KINDS", "DEFAULT_PARAMS", "GRANULARITIES", "DEFAULT_GRANULARITY", "ParamsError",
+# --- reference defaults ------------------------------------------------------------------------
+#: Each entry: (what, our default, reference value, reference). docs/robustness.md prints this
+#: table; ``--preset`` (snnrun) and ``preset=`` (frontends.training.robust) apply the reference
+#: values of one reference.
+DEFAULTS_VS_REFERENCES: tuple[tuple[str, str, str, str, str], ...] = (
+    # (preset, setting, ours, reference value, where)
+    ("buechel", "mismatch granularity", "cell", "parameter",
+     "Büchel et al. 2022: one N per trained parameter"),
+    ("buechel", "mismatch parameters", "weights,bias", "weights,bias",
+     "Büchel et al. 2022: theta = all trained parameters"),
+    ("buechel", "mismatch domain", "digital", "analog",
+     "Büchel et al. 2022: real-valued theta(1 + zeta N)"),
+    ("buechel", "worst-case projection into the box", "on", "off",
+     "Büchel et al. 2022 (JAX code): sign steps from theta + eps N, no projection"),
+    ("buechel", "worst-case PGA steps", "10", "10", "Büchel et al. 2022: N_steps = 10"),
+    ("buechel", "AWP inner steps (training)", "3", "10", "Büchel code's AWP baseline"),
+    ("buechel", "AWP / adversarial-weights parameters (training)", "weights,bias",
+     "weights,bias", "compiler.params.DEFAULT_PARAMS"),
+    ("torchattacks", "PGD step alpha", "eps/4", "2/255", "torchattacks.PGD(alpha=2/255)"),
+    ("torchattacks", "PGD steps", "10", "10", "torchattacks.PGD(steps=10)"),
+    ("torchattacks", "PGD random start", "on", "on", "torchattacks.PGD(random_start=True)"),
+    ("pdsg", "SDA iterations", "10 x --steps = 100", "500", "official SDA code"),
+    ("pdsg", "surrogate", "atan", "pdsg", "PDSG paper"),
+    ("pdsg", "PGD step alpha", "eps/4", "eps/4", "PDSG code"),
+)
+
+#: snnrun option values of each preset (option name as click's parameter name)
+PRESETS: dict[str, dict[str, object]] = {
+    "buechel": {"mismatch_granularity": "parameter", "mismatch_params": "weights,bias",
+                "mismatch_domain": "analog", "worst_case_projection": False, "steps": 10},
+    "torchattacks": {"alpha": 2 / 255, "steps": 10},
+    "pdsg": {"surrogate": "pdsg", "sda_iters": 500},
+}
+
+#: training-library keyword values of each preset (frontends.training.robust)
+TRAINING_PRESETS: dict[str, dict[str, dict[str, object]]] = {
+    "buechel": {"adversarial-weights": {"steps": 10, "include": DEFAULT_PARAMS},
+                "awp": {"steps": 10, "include": DEFAULT_PARAMS}},
+    "torchattacks": {"input-adversarial": {"alpha": 2 / 255, "steps": 10}},
+}
+
+
+def preset(name: str) -> dict:
+    """The snnrun option values of preset ``name`` (buechel | torchattacks | pdsg)."""
+    if name not in PRESETS:
+        raise ParamsError(f"unknown preset '{name}'", f"use one of {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
+
+
+def defaults_table() -> str:
+    """The Markdown table of our defaults next to the reference values (docs/robustness.md)."""
+    lines = ["| preset | setting | snnc default | reference | source |",
+             "|---|---|---|---|---|"]
+    for row in DEFAULTS_VS_REFERENCES:
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+__all__ = ["PRESETS", "TRAINING_PRESETS", "DEFAULTS_VS_REFERENCES", "preset", "defaults_table",
+           "PARAM_KINDS", "DEFAULT_PARAMS", "GRANULARITIES", "DEFAULT_GRANULARITY", "ParamsError",
            "parse_params", "check_granularity", "torch_kind"]
