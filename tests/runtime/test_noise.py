@@ -473,3 +473,76 @@ def test_old_target_spellings_are_aliases():
     assert noise.Mismatch(0.1, ("weights", "thresholds", "leaks")).on == \
         ("weights", "threshold", "leak")
     assert noise.Mismatch(0.1, "all").on == ("weights", "bias", "threshold", "leak")
+
+
+def test_worst_case_per_parameter_moves_shared_values_and_biases(conv):
+    from runtime.lab.sweep import worst_case
+    p = payloads_for(conv, B=8, seed=2)
+    y = run_payloads(conv, p).predictions
+    z = 0.2
+    wc = worst_case(conv, p, y, z, steps=2, seed=0, keep_instance=True,
+                    params=("weights", "bias"), granularity="parameter")
+    assert wc["params"] == ["weights", "bias"] and wc["granularity"] == "parameter"
+    inst = wc["instance"]
+    w = noise.clean_instance(conv).wrow.astype(np.float64)
+    cp = noise.cell_params(conv)
+    nz = (cp >= 0) & (w != 0)
+    assert np.all(np.abs(inst.wrow - w) <= z * np.abs(w) + 1e-9)     # projected into the box
+    ratio = inst.wrow[nz] / w[nz]
+    for pid in np.unique(cp[nz])[:200]:            # one perturbation per trained parameter
+        assert np.ptp(ratio[cp[nz] == pid]) < 1e-12
+    b0 = noise._layout(conv).regs.bias.astype(np.float64)
+    assert np.any(inst.regs["bias"][b0 != 0] != b0[b0 != 0])          # biases moved
+    assert np.all(np.abs(inst.regs["bias"] - b0) <= z * np.abs(b0) + 1e-9)
+    free = worst_case(conv, p, y, z, steps=2, seed=0, keep_instance=True, params=("weights",),
+                      project=False)
+    assert not free["project"] and "bias" not in free["instance"].regs
+
+
+def test_cli_contract_granularity_parameter(chip_file):
+    d = json.loads(_snnrun([chip_file, "--data", "digits", "--limit", "20", "--mismatch", "0.5",
+                            "--mismatch-granularity", "parameter", "--samples", "2", "--json"]))
+    row = d["sweep"][0]
+    assert row["granularity"] == "parameter" and row["params"] == ["weights", "bias"]
+    assert d["mismatch"] == {"granularity": "parameter", "params": ["weights", "bias"],
+                             "domain": "digital"}
+    old = json.loads(_snnrun([chip_file, "--data", "digits", "--limit", "20", "--mismatch", "0.5",
+                              "--mismatch-on", "weights,thresholds", "--samples", "2", "--json"]))
+    assert old["sweep"][0]["params"] == ["weights", "threshold"]
+    assert old["sweep"][0]["granularity"] == "cell"
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", "from runtime.cli import main; main()", chip_file,
+                        "--limit", "5",
+                        "--mismatch", "0.1", "--mismatch-params", "weights,gain"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "unknown parameter kind 'gain'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_presets_set_the_reference_values(chip_file, monkeypatch):
+    import runtime.cli.attack as cli_attack
+    import runtime.cli.noise as cli_noise
+    from compiler.params import PRESETS
+    seen = {}
+
+    def grab(ctx):
+        seen.clear()
+        seen.update(ctx.params)
+    monkeypatch.setattr(cli_noise, "main_noise", grab)
+    monkeypatch.setattr(cli_attack, "main_attack", grab)
+    _snnrun([chip_file, "--limit", "5", "--mismatch", "0.5", "--preset", "buechel"])
+    assert seen["mismatch_granularity"] == "parameter" and seen["mismatch_domain"] == "analog"
+    assert seen["mismatch_params"] == "weights,bias" and seen["worst_case_projection"] is False
+    _snnrun([chip_file, "--limit", "5", "--attack", "pgd", "--preset", "torchattacks"])
+    assert seen["alpha"] == pytest.approx(2 / 255) and seen["steps"] == 10
+    _snnrun([chip_file, "--limit", "5", "--attack", "sda", "--preset", "pdsg"])
+    assert seen["sda_iters"] == 500 and seen["surrogate"] == "pdsg"
+    # an explicit option wins over the preset
+    _snnrun([chip_file, "--limit", "5", "--attack", "pgd", "--preset", "torchattacks",
+             "--alpha", "0.01"])
+    assert seen["alpha"] == 0.01
+    _snnrun([chip_file, "--limit", "5", "--mismatch", "0.5", "--preset", "buechel",
+             "--mismatch-granularity", "cell"])
+    assert seen["mismatch_granularity"] == "cell"
+    assert set(PRESETS) == {"buechel", "torchattacks", "pdsg"}
