@@ -193,8 +193,10 @@ class AdversarialWeights:
     theta~ = theta, or theta + forward noise when ``eta`` is set ("Forward + Beta").
     Gradient: via f(theta) and via theta*(theta) with the diagonal Jacobian
     ``1 + sign(theta) (init_rel N1 + zeta/steps sum_t sign(g_t))`` (the released torch port);
-    ``treat_as_constant=True`` drops the theta* path. ``p_norm='2'`` steps along g/||g||_2
-    per tensor instead of sign(g).
+    exact for ``p_norm='inf'`` (sign steps have zero derivative a.e.; equal to Büchel's JAX
+    differentiation through theta*), an approximation for ``p_norm='2'`` (the dependence of
+    g/||g|| on theta is dropped); ``treat_as_constant=True`` drops the theta* path.
+    ``p_norm='2'`` steps along g/||g||_2 per tensor instead of sign(g).
     """
 
     name = "adversarial-weights"

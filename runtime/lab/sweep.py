@@ -32,7 +32,7 @@ from runtime.engines.tick import run_payloads
 from runtime.lab import noise
 
 KIND_TITLES = {
-    "mismatch": "relative weight mismatch zeta",
+    "mismatch": "relative mismatch zeta",
     "pcm": "PCM inference time",
     "bitflip": "SRAM bit-flip rate",
     "stuck-at": "stuck-at cell rate",

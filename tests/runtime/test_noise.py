@@ -546,3 +546,11 @@ def test_presets_set_the_reference_values(chip_file, monkeypatch):
              "--mismatch-granularity", "cell"])
     assert seen["mismatch_granularity"] == "cell"
     assert set(PRESETS) == {"buechel", "torchattacks", "pdsg"}
+
+
+def test_docs_list_every_reference_default():
+    from pathlib import Path
+
+    from compiler.params import defaults_table
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "robustness.md").read_text()
+    assert defaults_table() in doc, "docs/robustness.md: regenerate the Defaults table"
