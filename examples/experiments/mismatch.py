@@ -161,12 +161,18 @@ def _report(a, results: dict, levels: list[float], seconds: float) -> None:
              f"(compiler.params.DEFAULT_PARAMS). Seed {a.seed}. Total run time {seconds:.0f} s "
              f"({C.environment(a)})."
              + (" **--quick smoke run: not meaningful.**" if a.quick else ""))
+    reduced = (a.pretrain_epochs, a.epochs, a.samples, len(levels)) != (15, 10, 100, 7)
+    note = ("Reduced run (to fit about 10 minutes of CPU on the shared 2-core box): "
+            f"{a.pretrain_epochs} pre-training and {a.epochs} fine-tuning epochs, {a.samples} "
+            f"chip instances, {len(levels)} levels; the script's defaults are 15 + 10 epochs, "
+            "100 instances and 7 levels.")
     sections = [
         "Test accuracy in % on the chip runtime: mean ± std (min) over chip instances "
         "(Buechel et al. 2022, Table 1 form), for both mismatch granularities "
         "(`snnrun --mismatch-granularity cell|parameter`). Büchel et al.'s Table 1 uses "
         "the per-parameter model.",
         *tables,
+        *([note] if reduced and not a.quick else []),
         "Setup: " + setup,
         "Command: `.venv/bin/python examples/experiments/mismatch.py "
         + " ".join(a.argv) + "`",
