@@ -257,11 +257,19 @@ class _Checker:
     # --- sections --------------------------------------------------------------------------
     def sections(self) -> None:
         a = self.img.a
-        missing = [k for k in binfmt.SECTIONS if k != "meta" and k not in a]
+        # the op_* descriptor sections (format 1.1) are optional: older images run without them
+        missing = [k for k in binfmt.SECTIONS
+                   if k != "meta" and not k.startswith("op_") and k not in a]
         if missing:
             raise self.bad(f"section '{missing[0]}' is missing"
                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         for k, v in a.items():
+            if k == "op_table":       # descriptors: [ops, columns]; layerdesc decodes the rest
+                from compiler.backend.layerdesc import COLS
+                if v.ndim != 2 or v.shape[1] != len(COLS):
+                    raise self.bad(f"section 'op_table': shape {list(v.shape)}, expected "
+                                   f"[ops, {len(COLS)}]")
+                continue
             if v.ndim != 1:
                 raise self.bad(f"section '{k}': shape {list(v.shape)}, expected one dimension")
 

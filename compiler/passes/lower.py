@@ -21,7 +21,7 @@ import numpy as np
 
 from compiler.chip import ChipSpec
 from compiler.ir.graph import Graph
-from compiler.ir.linear import broadcast, channels, compose, infer_shapes
+from compiler.ir.linear import broadcast, chain_structure, channels, compose, infer_shapes
 from compiler.ir.nodes import IF, LIF, NEURON_TYPES, AvgPool2d, Input, Layer, Output
 
 INPUT_SCALE = 255.0
@@ -77,8 +77,10 @@ def lower(graph: Graph, spec: ChipSpec | None = None, input_scale: float = INPUT
         readout = osrc
     targets = populations + ([oname] if readout else [])
     pools: dict[str, list[dict]] = {}
+    structure: dict[str, dict] = {}     # layer -> source -> operator structure (chip.bin ops)
     for name in targets:
         terms, bias = compose(graph, name, shapes)
+        structure[readout if name == oname else name] = chain_structure(graph, name, shapes)
         inputs = []
         for src, m in terms:
             if src == inp:
@@ -102,6 +104,7 @@ def lower(graph: Graph, spec: ChipSpec | None = None, input_scale: float = INPUT
         out.add(lname, layer, [s for s, _ in inputs])
     out.add(oname, Output(output_type=shapes[osrc]), [readout or osrc])
     out.attrs["composed_pools"] = pools
+    out.attrs["operators"] = structure
     out.attrs["stage"] = "lowered"
     return out
 

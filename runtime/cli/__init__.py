@@ -48,8 +48,15 @@ from snnc._version import __version__
 @click.option("--mismatch", default=None, help="Relative mismatch levels, e.g. 0.1,0.2,0.3.")
 @click.option("--mismatch-domain", type=click.Choice(["analog", "digital"]), default="digital",
               show_default=True, help="Real-valued weights (analog) or re-quantized (digital).")
-@click.option("--mismatch-on", default="weights", show_default=True,
-              help="Comma list of weights,thresholds,leak.")
+@click.option("--mismatch-granularity", type=click.Choice(["cell", "parameter"]), default="cell",
+              show_default=True,
+              help="One draw per crossbar cell, or per trained parameter (Büchel et al.).")
+@click.option("--mismatch-params", default=None,
+              help="Comma list of weights,bias,threshold,leak (or all) [default: weights,bias].")
+@click.option("--mismatch-on", default=None,
+              help="Old name of --mismatch-params (weights,thresholds,leak still accepted).")
+@click.option("--preset", type=click.Choice(["buechel", "torchattacks", "pdsg"]), default=None,
+              help="Reference defaults for options not given (docs/robustness.md, Defaults).")
 @click.option("--pcm-time", default=None, help="PCM inference times, e.g. 1s,1h,1d,1y.")
 @click.option("--no-gdc", is_flag=True, help="PCM without global drift compensation.")
 @click.option("--bitflip", default=None, help="SRAM bit-flip rates, e.g. 1e-5,1e-4,1e-3.")
@@ -61,6 +68,8 @@ from snnc._version import __version__
 @click.option("--worst-case", default=None, help="Adversarial weight levels zeta (PGA).")
 @click.option("--landscape", is_flag=True, help="Weight-loss landscape and flatness.")
 @click.option("--certify", default=None, help="IBP certification at weight levels zeta.")
+@click.option("--worst-case-projection/--no-worst-case-projection", default=True,
+              show_default=True, help="Clip the worst-case search into the box (Büchel: no).")
 # --- adversarial inputs (docs/attacks.md) ---
 @click.option("--attack", type=click.Choice(["fgsm", "pgd", "sda"]), default=None)
 @click.option("--eps", default=None, help="Attack strengths, e.g. 2/255,8/255,16/255.")
@@ -76,6 +85,8 @@ from snnc._version import __version__
               metavar="[local|ADDRESS]",
               help="Run the work units (sweep instances, attack chunks) on Ray: 'local' starts a "
                    "local instance, ADDRESS joins a cluster (docs/scale-out.md).")
+@click.option("--sda-iters", type=click.IntRange(1, None), default=None,
+              help="SDA generation iterations (default 10 x --steps; official code: 500).")
 @click.version_option(__version__, "--version", prog_name="snnrun", message="%(prog)s %(version)s")
 @debug_option
 def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, check, as_json,
@@ -96,6 +107,7 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
 
     check_output(save_predictions, image, option="--save-predictions")
     check_output(report_dir, image, option="--report", folder=True)
+    _apply_preset(params)
     img = load(image)
     ds = load_dataset(data, split="test", limit=limit)
     if int(np.prod(ds.x.shape[1:])) != img.n_inputs:
@@ -143,6 +155,27 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
         click.echo(f"snnrun: error: runtime diverges from the reference: "
                    f"{summary['first_divergence']}", err=True)
         sys.exit(4)
+
+
+def _apply_preset(params: dict) -> None:
+    """--preset: the reference values (compiler.params.PRESETS) for every option the user did
+    not give on the command line; --mismatch-on is the old name of --mismatch-params."""
+    from compiler.params import preset
+    cctx = click.get_current_context()
+    if params.get("mismatch_on"):
+        if params.get("mismatch_params"):
+            raise click.UsageError("give --mismatch-params or its old name --mismatch-on, "
+                                   "not both")
+        params["mismatch_params"] = params["mismatch_on"]
+    if not params.get("preset"):
+        return
+    for k, v in preset(params["preset"]).items():
+        src = cctx.get_parameter_source(k)
+        if k == "mismatch_params" and cctx.get_parameter_source("mismatch_on") not in (
+                None, click.core.ParameterSource.DEFAULT):
+            continue
+        if src in (None, click.core.ParameterSource.DEFAULT):
+            params[k] = v
 
 
 def _noise_mode(params: dict) -> bool:

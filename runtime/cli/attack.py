@@ -19,9 +19,6 @@ from runtime.reports.attack import markdown_results, plot_accuracy_vs_eps, resul
 
 def main_attack(ctx) -> None:
     """``snnrun chip.bin --attack fgsm|pgd|sda ...`` (see runtime/cli/ for the options)."""
-
-
-
     p = ctx.params
     attack = p["attack"]
     eps = parse_list(p.get("eps"), "--eps") or list(DEFAULT_EPS)
@@ -42,7 +39,10 @@ def main_attack(ctx) -> None:
     if attack == "sda":
         from frontends.datasets import binarize_events
         evs = binarize_events(ds, ctx.timesteps, seed=ctx.seed)
-        out = sda_run(img, evs.x, evs.y, surrogate=surrogate, iters=10 * steps, seed=ctx.seed,
+        iters = int(p.get("sda_iters") or 10 * steps)
+        if iters < 1:
+            raise click.BadParameter("--sda-iters must be >= 1")
+        out = sda_run(img, evs.x, evs.y, surrogate=surrogate, iters=iters, seed=ctx.seed,
                       workers=ctx.workers, name=evs.name)
     else:
         src = None
@@ -63,6 +63,7 @@ def main_attack(ctx) -> None:
             out["source"] = str(p["source"])
             out["level"] = "transfer"
     out["image"] = ctx.image_path
+    out["preset"] = p.get("preset")
     if ctx.report_dir or ctx.plots:
         d = Path(ctx.report_dir or "snnrun-attack")
         d.mkdir(parents=True, exist_ok=True)
