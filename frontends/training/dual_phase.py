@@ -32,7 +32,7 @@ The SNN is built as a native model (:func:`build_snn`): each ANN activation beco
 (soft reset, threshold theta, v_init per neuron) emitting spikes of value 1, and theta is
 folded into the next synapse layer's weights; the final Gemm/Conv gets a non-spiking readout
 IF (infinite threshold, no reset: its membrane is the integrated input). Chain (VGG-style)
-networks only: residual Adds raise UnsupportedOpError.
+networks only: residual Adds raise FrontendError.
 
 Deviations from the paper's code (documented in docs/conversion.md): IF neurons with the
 project's atan surrogate instead of the tanh NoisySpike; fixed epochs with cosine LR (no early
@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compiler.chip import PICORE64, ChipSpec
-from compiler.errors import FrontendError, UnsupportedOpError
+from compiler.errors import FrontendError
 from compiler.ir import (
     Affine,
     AvgPool2d,
@@ -131,7 +131,7 @@ def _channel_values(full: np.ndarray, where: str) -> np.ndarray:
     """Per-channel values of a per-element array shaped [C, ...] that is constant per channel."""
     c = full.reshape(full.shape[0], -1)
     if not np.all(c == c[:, :1]):
-        raise UnsupportedOpError(f"dual-phase: node '{where}' receives spikes whose threshold "
+        raise FrontendError(f"dual-phase: node '{where}' receives spikes whose threshold "
                                  "varies within a channel",
                                  "use per-layer or per-channel thresholds")
     return c[:, 0]
@@ -143,7 +143,7 @@ def build_snn(ann: AnnModel, thresholds: dict[str, np.ndarray],
     """The native IF model of a chain ANN (see the module docstring) and its populations.
 
     BatchNorm is folded into the synapse layer in front of it; AvgPool must be
-    non-overlapping (the QAT path refuses others). Raises UnsupportedOpError otherwise.
+    non-overlapping (the QAT path refuses others). Raises FrontendError otherwise.
     """
     g = ann.graph
     shapes = ann_shapes(g)
@@ -158,7 +158,7 @@ def build_snn(ann: AnnModel, thresholds: dict[str, np.ndarray],
         node = g.node(name)
         ins = g.inputs(name)
         if len(ins) > 1:
-            raise UnsupportedOpError(f"dual-phase: node '{name}' ({node.kind}) has "
+            raise FrontendError(f"dual-phase: node '{name}' ({node.kind}) has "
                                      f"{len(ins)} inputs",
                                      "phase II fine-tuning supports chain (VGG-style) networks; "
                                      "use --convert qcfs/relu for residual networks")
@@ -166,7 +166,7 @@ def build_snn(ann: AnnModel, thresholds: dict[str, np.ndarray],
             continue
         if isinstance(node, Output):
             if not syn_open:
-                raise UnsupportedOpError(f"dual-phase: the ANN output '{name}' is not fed by "
+                raise FrontendError(f"dual-phase: the ANN output '{name}' is not fed by "
                                          "a Conv/Gemm", "end the ANN with a Linear layer "
                                          "(logits)")
             m = IF(v_threshold=1.0, reset="none", v_init=0.0, surrogate=surrogate)
@@ -196,7 +196,7 @@ def build_snn(ann: AnnModel, thresholds: dict[str, np.ndarray],
                  else np.zeros(len(w)))
         elif isinstance(node, BatchNorm):
             if not syn_open:
-                raise UnsupportedOpError(f"dual-phase: BatchNorm '{name}' does not follow a "
+                raise FrontendError(f"dual-phase: BatchNorm '{name}' does not follow a "
                                          "Conv/Gemm", "fold it into the ANN before export")
             syn = mods[last_syn]
             s = np.asarray(node.gamma, np.float64) / np.sqrt(np.asarray(node.var, np.float64)
@@ -211,7 +211,7 @@ def build_snn(ann: AnnModel, thresholds: dict[str, np.ndarray],
             continue
         elif isinstance(node, Activation):
             if not syn_open:
-                raise UnsupportedOpError(f"dual-phase: activation '{name}' does not follow a "
+                raise FrontendError(f"dual-phase: activation '{name}' does not follow a "
                                          "Conv/Gemm", "put a Conv/Gemm in front of every ReLU")
             th = np.asarray(thresholds[name], np.float64)
             shp = tuple(shapes[name])
@@ -230,7 +230,7 @@ def build_snn(ann: AnnModel, thresholds: dict[str, np.ndarray],
             continue
         elif isinstance(node, AvgPool2d) and not isinstance(node, SumPool2d):
             if syn_open:
-                raise UnsupportedOpError(f"dual-phase: AvgPool '{name}' between a Conv and its "
+                raise FrontendError(f"dual-phase: AvgPool '{name}' between a Conv and its "
                                          "activation", "pool after the activation")
             mods[_safe(name, used)] = nn.AvgPool2d(node.kernel_size, node.stride, node.padding)
             if pending is not None:
@@ -240,20 +240,20 @@ def build_snn(ann: AnnModel, thresholds: dict[str, np.ndarray],
             continue
         elif isinstance(node, Flatten):
             if syn_open:
-                raise UnsupportedOpError(f"dual-phase: Flatten '{name}' between a synapse layer "
+                raise FrontendError(f"dual-phase: Flatten '{name}' between a synapse layer "
                                          "and its activation", "flatten after the activation")
             mods[_safe(name, used)] = nn.Flatten(1)
             if pending is not None:
                 pending = pending.reshape(-1)
             continue
         else:
-            raise UnsupportedOpError(f"dual-phase: ANN node '{name}' ({node.kind}) is not "
+            raise FrontendError(f"dual-phase: ANN node '{name}' ({node.kind}) is not "
                                      "supported by phase II fine-tuning",
                                      "supported: Conv, Gemm/MatMul, BatchNorm, ReLU/Clip, "
                                      "non-overlapping AvgPool, Flatten (chain networks)")
         # a synapse layer (Conv2d / Linear)
         if syn_open:
-            raise UnsupportedOpError(f"dual-phase: two synapse layers in a row at '{name}'",
+            raise FrontendError(f"dual-phase: two synapse layers in a row at '{name}'",
                                      "put an activation between them")
         with torch.no_grad():
             m.weight.copy_(torch.as_tensor(w, dtype=m.weight.dtype))
@@ -262,7 +262,7 @@ def build_snn(ann: AnnModel, thresholds: dict[str, np.ndarray],
         mods[key] = m
         last_syn, syn_open, pending = key, True, None
     if not pops or pops[-1].module != READOUT:
-        raise UnsupportedOpError("dual-phase: the ANN has no Conv/Gemm readout",
+        raise FrontendError("dual-phase: the ANN has no Conv/Gemm readout",
                                  "end the ANN with a Linear layer producing the logits")
     return nn.Sequential(mods), pops
 
@@ -493,7 +493,7 @@ def dual_phase(ann: AnnModel, calib: np.ndarray, labels: np.ndarray | None = Non
         bits, per_channel, clip, spec: the compile options; compile the result's graph with the
             same ones (the CLI does) so the chip gets exactly the tuned integers.
     Raises:
-        FrontendError / UnsupportedOpError with what and how to fix.
+        FrontendError with what and how to fix.
     """
     if calib is None or len(calib) == 0:
         raise FrontendError("dual-phase conversion needs calibration images",
