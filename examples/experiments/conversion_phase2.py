@@ -211,7 +211,7 @@ def _report(a, res, Ts, seconds) -> None:
                C.fmt_pct(rc["int_accuracy"], 2))) if rc else "Runtime check: not run.",
            "Setup: " + setup,
            "Command: `.venv/bin/python examples/experiments/conversion_phase2.py"
-           + (" --quick" if a.quick else "") + "`",
+           + "".join(" " + arg for arg in sys.argv[1:] if "--out" not in arg) + "`",
            "![phase II](conversion_phase2.png)", END]
     import json
     (a.out / "conversion_phase2.json").write_text(json.dumps({"setup": setup, **res},
