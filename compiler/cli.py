@@ -46,6 +46,53 @@ def load_calib(spec: str | None, limit: int) -> np.ndarray | None:
     return calibration_arrays(spec, limit)
 
 
+def load_calib_labeled(spec: str | None, limit: int):
+    """--calib for phase II: (images, labels or None when the data has none)."""
+    if spec is None:
+        return None, None
+    from frontends.datasets import load_dataset
+    s = str(spec)
+    if s.endswith(".npz") and not s.startswith("npz:"):
+        s = f"npz:{s}"
+    ds = load_dataset(s, split="train", limit=limit, require_labels=False)
+    y = None if ds.y is None or np.any(np.asarray(ds.y) < 0) else np.asarray(ds.y)
+    return ds.x, y
+
+
+def _phase2_options(f):
+    """Dual-phase conversion options (frontends/training/dual_phase.py)."""
+    opts = [
+        click.option("--phase2-epochs", default=2, show_default=True, type=click.IntRange(0),
+                     help="dual-phase: fine-tuning epochs per layer (0: calibration only)."),
+        click.option("--phase2-seed", default=0, show_default=True,
+                     help="dual-phase: fine-tuning seed."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _method_graph(method, model, shape, maxpool, calib, calib_limit, timesteps, threshold,
+                  threshold_per_channel, spec, bits, per_channel, clip, epochs, seed):
+    """compile --convert METHOD: the converted graph (dual-phase: tuned for these options)."""
+    from frontends.onnx import import_ann
+    from frontends.training.dual_phase import convert_method
+    if calib is None:
+        raise click.UsageError(f"--convert {method} needs --calib digits|FILE.npz")
+    ann = import_ann(model, input_shape=shape, maxpool=maxpool)
+    x, y = load_calib_labeled(calib, calib_limit)
+    graph, info = convert_method(ann, x, method, timesteps, y, threshold=threshold,
+                                 per_channel_threshold=threshold_per_channel, spec=spec,
+                                 bits=bits, per_channel=per_channel, clip=clip, epochs=epochs,
+                                 seed=seed, progress=lambda m: click.echo(m, err=True))
+    if method != "dual-phase":
+        return graph
+    best = next(c for c in info["checkpoints"] if c["stage"] == info["best"])
+    click.echo(f"dual-phase T={timesteps}: kept '{info['best']}' (calibration accuracy "
+               f"{100 * best['calib_accuracy']:.2f}% vs {info['label_source']})", err=True)
+    return graph
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="snnc", message="%(prog)s %(version)s")
 @debug_option
@@ -159,11 +206,19 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
 @_nir_options
 @click.option("--save-snn", type=click.Path(dir_okay=False), default=None,
               help="ONNX CNN: also write the converted SNN (ai.snnc ONNX) for snnc verify.")
+@click.option("--convert", "convert_method", default=None,
+              type=click.Choice(["relu", "qcfs", "dual-phase"]),
+              help="ONNX CNN conversion method: relu (percentile thresholds, v_init 0), qcfs "
+                   "(Clip bounds, v_init theta/2), dual-phase (qcfs + phase II at --timesteps "
+                   "for these --bits/--per-channel/--clip). Default: the --threshold/--v-init "
+                   "options.")
+@_phase2_options
 @debug_option
 def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, calib, calib_limit,
             timesteps, encoding, leak, seed, strict, input_shape, estimate, dump_after, dump_dir,
             stop_after, as_json, maxpool, threshold, threshold_per_channel, v_init,
-            calibrate_vinit, dt, nir_convention, cubalif, save_snn, debug, quiet):
+            calibrate_vinit, dt, nir_convention, cubalif, save_snn, convert_method,
+            phase2_epochs, phase2_seed, debug, quiet):
     """Compile MODEL (.onnx SNN or CNN, .nir) into a chip image.
 
     An ONNX CNN (ReLU/Clip activations) is converted to IF neurons first; that needs --calib.
@@ -181,12 +236,32 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
     spec = _spec(chip)
     shape = input_shape
     calib_x = load_calib(calib, calib_limit)
-    model_in, source = _frontend(model, calib_x, shape, timesteps,
-                                 dict(maxpool=maxpool, threshold=threshold,
-                                      per_channel=threshold_per_channel, v_init=v_init,
-                                      calibrate_vinit=calibrate_vinit),
-                                 dict(dt=dt, nir_convention=nir_convention, cubalif=cubalif),
-                                 save_snn)
+    if convert_method is not None:
+        from compiler.backend.emit import file_sha256
+        from frontends import is_ann_file
+        if not is_ann_file(Path(model)):
+            raise click.UsageError("--convert applies to ONNX CNNs (ANN -> SNN conversion)")
+        if calibrate_vinit:
+            raise click.UsageError("--calibrate-vinit is the float v_init calibration of the "
+                                   "default conversion; --convert dual-phase calibrates on the "
+                                   "chip's integers itself")
+        model_in = _method_graph(convert_method, model, shape, maxpool, calib, calib_limit,
+                                 timesteps, threshold, threshold_per_channel, spec, _bits(bits),
+                                 per_channel, clip, phase2_epochs, phase2_seed)
+        source = {"path": Path(model).name, "sha256": file_sha256(model)}
+        if save_snn:
+            from frontends.onnx import export_onnx
+            export_onnx(model_in, save_snn)
+            source = {"path": Path(save_snn).name, "sha256": file_sha256(save_snn),
+                      "converted_from": source}
+    else:
+        model_in, source = _frontend(model, calib_x, shape, timesteps,
+                                     dict(maxpool=maxpool, threshold=threshold,
+                                          per_channel=threshold_per_channel, v_init=v_init,
+                                          calibrate_vinit=calibrate_vinit),
+                                     dict(dt=dt, nir_convention=nir_convention,
+                                          cubalif=cubalif),
+                                     save_snn)
 
     def dump(name: str, text: str) -> None:
         if dump_dir:
@@ -560,12 +635,25 @@ def _run_chip(prog, payloads):
               help="Also compile each T to a chip image and run the cycle-level runtime.")
 @_conversion_options
 @_nir_options
+@click.option("--methods", default=None,
+              help="Compare conversion methods on the chip runtime: a comma-separated subset "
+                   "of relu,qcfs,dual-phase (dual-phase runs phase II at every T).")
+@_phase2_options
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="--methods: write accuracy vs T per method as a PNG.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="--methods: write convert-report.{md,json,png} into this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @debug_option
 def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits, per_channel,
                    clip, input_shape, use_runtime, maxpool, threshold, threshold_per_channel,
-                   v_init, calibrate_vinit, dt, nir_convention, cubalif, as_json, debug):
-    """ANN accuracy vs converted SNN accuracy (float and quantized reference) per T."""
+                   v_init, calibrate_vinit, dt, nir_convention, cubalif, methods, phase2_epochs,
+                   phase2_seed, plot_path, report_dir, as_json, debug):
+    """ANN accuracy vs converted SNN accuracy (float and quantized reference) per T.
+
+    With --methods: test accuracy per conversion method and T on the chip runtime (and the
+    integer reference, which it must equal bit for bit).
+    """
     from frontends.datasets import load_dataset
     from frontends.onnx import import_ann, report
 
@@ -588,6 +676,13 @@ def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits
     shape = input_shape
     ann = import_ann(model, input_shape=shape, maxpool=maxpool)
     ds = load_dataset(data, split="test", limit=limit)
+    if methods is not None:
+        _methods_report(model, ann, ds, data, calib, calib_limit, methods, ts, _spec(chip),
+                        _bits(bits), per_channel, clip, threshold, threshold_per_channel,
+                        phase2_epochs, phase2_seed, plot_path, report_dir, as_json)
+        return
+    if plot_path or report_dir:
+        raise click.UsageError("--plot/--report need --methods")
     res = report(ann, load_calib(calib, calib_limit), ds.x, ds.y, ts, bits=_bits(bits),
                  weight_per_channel=per_channel, clip=clip, spec=_spec(chip),
                  run_chip=_run_chip if use_runtime else None, threshold=threshold,
@@ -614,6 +709,56 @@ def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits
             row.append(f"{100 * r['runtime_accuracy']:.2f}%")
         rows.append(row)
     click.echo(table(rows, head + (["chip runtime"] if use_runtime else [])))
+
+
+def _methods_report(model, ann, ds, data, calib, calib_limit, methods, ts, spec, bits,
+                    per_channel, clip, threshold, threshold_per_channel, epochs, seed,
+                    plot_path, report_dir, as_json):
+    from frontends.training.dual_phase import METHODS, methods_report, plot_methods
+    ms = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in ms if m not in METHODS]
+    if not ms or bad:
+        raise click.BadParameter(f"unknown method(s) {bad or methods!r}; use a comma-separated "
+                                 f"subset of {','.join(METHODS)}", param_hint="--methods")
+    x, y = load_calib_labeled(calib, calib_limit)
+    res = methods_report(ann, x, ds.x, ds.y, ms, ts, calib_labels=y, spec=spec, bits=bits,
+                         per_channel=per_channel, clip=clip, threshold=threshold,
+                         per_channel_threshold=threshold_per_channel, epochs=epochs, seed=seed,
+                         run_chip=_run_chip,
+                         progress=None if as_json else lambda m: click.echo(m, err=True))
+    res["data"] = data
+    head = ["method"] + [f"T={T}" for T in ts]
+    rows = [[m] + [f"{100 * r['runtime_accuracy']:.2f}%" for T in ts for r in res["rows"]
+                   if r["method"] == m and r["timesteps"] == T] for m in ms]
+    exact = all(r["runtime_bit_exact"] for r in res["rows"])
+    text = (f"{model}: ANN accuracy {100 * res['ann_accuracy']:.2f}% on {data} (n={res['n']}); "
+            f"SNN accuracy on the chip runtime, {bits}-bit weights\n"
+            + table(rows, head)
+            + f"\nruntime == integer reference on every (method, T): {'yes' if exact else 'NO'}")
+    if plot_path:
+        plot_methods(res, plot_path)
+    if report_dir:
+        out = Path(report_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        plot_methods(res, out / "convert-report.png")
+        import json
+        (out / "convert-report.json").write_text(json.dumps(res, indent=1, default=float))
+        md = ["# Conversion methods on the chip", "",
+              f"Model `{Path(model).name}`, test data `{data}` (n={res['n']}), {bits}-bit "
+              f"weights, ANN accuracy {100 * res['ann_accuracy']:.2f}%. Accuracy on the "
+              "cycle-level chip runtime (bit-exact with the integer reference: "
+              f"{'yes' if exact else 'NO'}).", "",
+              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        md += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+        md += ["", "![accuracy vs T](convert-report.png)", ""]
+        (out / "convert-report.md").write_text("\n".join(md))
+    if as_json:
+        echo_json(res)
+        return
+    click.echo(text)
+    if not exact:
+        raise SnnError("the chip runtime disagrees with the integer reference",
+                       "please report it with the model (run with --debug)")
 
 
 @cli.command("export-nir")
