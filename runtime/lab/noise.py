@@ -223,6 +223,15 @@ class Mismatch:
         if not (self.zeta >= 0 and math.isfinite(self.zeta)):
             raise SimulationError(f"mismatch: zeta must be >= 0, got {self.zeta}")
 
+    def weight_gain(self, image, seed: int, index: int) -> np.ndarray | None:
+        """Per crossbar cell (dense-rows layout) the factor ``1 + zeta N`` this instance applies
+        to whatever weight is programmed there (None when weights are not perturbed): a chip
+        keeps its mismatch when it is reprogrammed (runtime.lab.onchip)."""
+        if "weights" not in self.on:
+            return None
+        n_w = rng_for(seed, index, self.kind).standard_normal(_layout(image).wrow.size)
+        return 1.0 + float(self.zeta) * n_w
+
     def apply(self, image, inst: ChipInstance, seed: int, index: int) -> ChipInstance:
         lay, spec = _layout(image), image.spec
         rng = rng_for(seed, index, self.kind)
@@ -234,7 +243,7 @@ class Mismatch:
         z = float(self.zeta)
         wrow, regs = inst.wrow, {}
         if "weights" in self.on:
-            w = np.asarray(inst.wrow, np.float64) * (1.0 + z * n_w)
+            w = np.asarray(inst.wrow, np.float64) * (1.0 + z * n_w)   # == weight_gain()
             wrow = w if analog else quantize_weights(image, w)
         if "thresholds" in self.on:
             th = inst.reg(image, "th_pos").astype(np.float64) * (1.0 + z * n_th)
