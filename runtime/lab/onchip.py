@@ -70,7 +70,7 @@ class OnChipConfig:
     """Options of :func:`train` (the ``snnrun train`` options)."""
 
     epochs: int = 5                  # passes over the data (federated: per chip, = rounds x local)
-    lr: float = 0.02                 # step relative to max|q| of each matrix (see module doc)
+    lr: float = 0.002                # step relative to max|q| of each matrix (see module doc)
     momentum: float = 0.9
     batch: int = 32
     layers: tuple[str, ...] | None = None   # trainable layers (None: all)
@@ -796,6 +796,20 @@ def image_sections(image) -> dict:
     return s
 
 
+def step_cost(image, x, y, config: OnChipConfig | None = None, **kw) -> dict:
+    """The cost (``Cost.to_dict``) of one training step on the batch ``x``, ``y`` (forward,
+    backward and update of one chip; nothing is written): cost scaling studies."""
+    cfg = copy.deepcopy(config) if config is not None else OnChipConfig()
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    tr = Trainer(image, cfg)
+    st = _State(tr.shadow, {k: torch.zeros_like(v) for k, v in tr.shadow.items()},
+                cfg.loss_scale)
+    c = Cost()
+    tr._step(0, st, tr.q, np.asarray(x, np.float64), np.asarray(y, np.int64), cfg.seed, c)
+    return c.to_dict(image.spec)
+
+
 def train(image, x, y, x_test=None, y_test=None, config: OnChipConfig | None = None,
           progress: bool = False, **kw) -> tuple[object, dict]:
     """Fine-tune a deployed image on chip: ``(tuned ChipImage, report dict)``.
@@ -817,6 +831,6 @@ def train(image, x, y, x_test=None, y_test=None, config: OnChipConfig | None = N
     return tr.run(x, y, x_test, y_test, progress=progress)
 
 
-__all__ = ["OnChipConfig", "train", "Trainer", "Chip", "CostModel", "Cost", "shadow_update",
+__all__ = ["OnChipConfig", "train", "step_cost", "Trainer", "Chip", "CostModel", "Cost", "shadow_update",
            "requantize", "fedavg", "make_shards", "pow2_scale", "tuned_image", "image_sections",
            "training_record", "ROUNDINGS"]
