@@ -144,7 +144,6 @@ def write(a, data: dict, wall: float) -> None:
                      "Mcycles/epoch", "ms/epoch", "uJ/epoch", "DRAM MB/epoch",
                      "GPU DRAM MB/epoch", "comm kB/round", "wall s"], rows)
     cen = A["centralised"]["accuracy_after"]
-    fed = [r for n, r in A.items() if n.startswith("federated")]
     lines = [f"- {n}: gain {100 * (r['accuracy_after'] - r['accuracy_before']):+.1f} points, "
              f"{100 * (r['accuracy_after'] - cen):+.1f} points vs centralised"
              for n, r in A.items() if n.startswith("federated")]

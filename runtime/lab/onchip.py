@@ -831,6 +831,7 @@ def train(image, x, y, x_test=None, y_test=None, config: OnChipConfig | None = N
     return tr.run(x, y, x_test, y_test, progress=progress)
 
 
-__all__ = ["OnChipConfig", "train", "step_cost", "Trainer", "Chip", "CostModel", "Cost", "shadow_update",
+__all__ = ["OnChipConfig", "train", "step_cost", "Trainer", "Chip", "CostModel", "Cost",
+           "shadow_update",
            "requantize", "fedavg", "make_shards", "pow2_scale", "tuned_image", "image_sections",
            "training_record", "ROUNDINGS"]
