@@ -236,14 +236,14 @@ def test_training_fields_keep_old_digests():
         other.digest()
 
 
-def test_facade_and_runtime_train(data, tmp_path):
-    import runtime
+def test_facade_and_lab_train(data, tmp_path):
+    import runtime.lab
     import snnc
     x, y = data
     img = image_of(compile_model(make_mlp((16, 12, 4), seed=1), PICORE64, bits=4, timesteps=4))
     out = tmp_path / "t.bin"
     tuned, rep = snnc.train_chip(img, x, y, epochs=1, batch=24, output=out)
     assert load(out).meta["source"] == tuned.meta["source"]
-    tuned2, rep2 = runtime.train(img, x, y, epochs=1, batch=24)
+    tuned2, rep2 = runtime.lab.train(img, x, y, epochs=1, batch=24)
     np.testing.assert_array_equal(tuned2.a["xbar"], tuned.a["xbar"])      # deterministic
     assert rep2["accuracy_after"] == rep["accuracy_after"]
