@@ -21,9 +21,9 @@ import time
 import numpy as np
 import torch
 
-from compiler import compile_model
 from compiler.chip import PICORE64
 from compiler.cliutil import jsonable, table
+from frontends import compile_model
 from runtime.engines.tick import run_payloads
 from runtime.image import load
 

@@ -1,11 +1,12 @@
 """ChipImage: chip.bin as read-only typed arrays, plus ``unmap()`` back to the layer graph.
 
 ``load(path)`` reads through ``compiler.backend.binfmt.read`` (magic, version, CRCs, bounds) and
-then checks the cross-references the byte format cannot: every route entry names an existing
-core and axon with a legal delay, every axon is fed by exactly one source, prefix tables are
-monotonic, the ChipSpec in META matches the header digest. ``unmap()`` rebuilds the logical
-integer layer graph (stage 'folded') from the crossbar bits, registers and routes alone, so the
-runtime can be checked against ``compiler.reference.run_int`` without the source model.
+then ``runtime.validate.validate`` checks everything the byte format cannot: the embedded
+ChipSpec, META, every index, count, range and cross-table invariant the kernels rely on, and a
+memory budget (docs/binfmt.md, "What a valid image guarantees to the kernels").
+``unmap()`` rebuilds the logical integer layer graph (stage 'folded') from the crossbar bits,
+registers and routes alone, so the runtime can be checked against ``compiler.reference.run_int``
+without the source model.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import scipy.sparse as sp
 
 from compiler.backend import binfmt
 from compiler.backend.emit import unpack_crossbar
-from compiler.chip import HOST_CHIP, ChipSpec
+from compiler.chip import ChipSpec, spec_from_dict
 from compiler.errors import BinaryFormatError
 from compiler.ir.graph import Graph
 from compiler.ir.linear import channels
 from compiler.ir.nodes import IF, Input, Layer, NeuronRegs, Output
+from runtime.validate import resolve, validate
 
 
 class ChipImage:
@@ -34,7 +36,8 @@ class ChipImage:
         self.meta: dict = chipfile.meta
         self.a: dict[str, np.ndarray] = chipfile.arrays
         self.spec_digest = chipfile.spec_digest
-        self._validate()
+        #: memory footprint of the kernel tables and of one worker's workspace (validate)
+        self.footprint: dict = validate(self)
 
     # --- basic facts ------------------------------------------------------------------------
     def _bad(self, what: str, hint: str | None = None) -> BinaryFormatError:
@@ -43,9 +46,7 @@ class ChipImage:
 
     @cached_property
     def spec(self) -> ChipSpec:
-        d = dict(self.meta["spec"])
-        d["weight_widths"] = tuple(d["weight_widths"])
-        return ChipSpec(**d)
+        return spec_from_dict(self.meta["spec"], f"{self.path}: META spec", complete=True)
 
     @property
     def n_cores(self) -> int:
@@ -75,106 +76,14 @@ class ChipImage:
     def chips(self) -> int:
         return int(self.meta["board"]["chips"])
 
-    def _validate(self) -> None:
-        a, m = self.a, self.meta
-        try:
-            spec = self.spec
-        except (KeyError, TypeError) as e:
-            raise self._bad(f"META has no valid chip spec ({e})") from e
-        if spec.digest() != self.spec_digest:
-            raise self._bad("META chip spec does not match the header's spec digest")
-        n_c = a["core_w"].size
-        for k in ("core_chip", "core_x", "core_y", "core_lcn", "core_layer", "core_tick_start",
-                  "core_xbar_rows"):
-            if a[k].size != n_c:
-                raise self._bad(f"section {k} has {a[k].size} entries, expected {n_c} cores")
-        for k in ("core_neuron_base", "core_axon_base", "core_xbar_base"):
-            b = a[k].astype(np.int64)
-            if b.size != n_c + 1 or b[0] != 0 or np.any(np.diff(b) < 0):
-                raise self._bad(f"section {k} is not a prefix table over {n_c} cores")
-        N = int(a["core_neuron_base"][-1])
-        for k in ("neu_th_pos", "neu_th_neg", "neu_v_reset", "neu_v_init", "neu_bias",
-                  "neu_leak", "neu_shift", "neu_mode", "neu_index"):
-            if a[k].size != N:
-                raise self._bad(f"section {k} has {a[k].size} entries, expected {N} neurons")
-        if int(a["core_xbar_base"][-1]) != a["xbar"].size:
-            raise self._bad("crossbar section size disagrees with core_xbar_base")
-        w, lcn = a["core_w"], a["core_lcn"]
-        if np.any(~np.isin(w, spec.weight_widths)) or np.any(lcn > spec.max_lcn):
-            raise self._bad("a core has an unsupported weight width or LCN")
-        nn = np.diff(a["core_neuron_base"].astype(np.int64))
-        na = np.diff(a["core_axon_base"].astype(np.int64))
-        cap_n = spec.xbar_cols // (w.astype(np.int64) << lcn.astype(np.int64))
-        if np.any(nn > cap_n) or np.any(na > (spec.xbar_rows << lcn.astype(np.int64))):
-            c = int(np.argmax((nn > cap_n) | (na > (spec.xbar_rows << lcn.astype(np.int64)))))
-            raise self._bad(f"core {c} exceeds its neuron/axon capacity")
-        rows = np.minimum(na, spec.xbar_rows)
-        if np.any(a["core_xbar_rows"] != rows) or np.any(
-                np.diff(a["core_xbar_base"].astype(np.int64)) != rows * (spec.xbar_cols // 8)):
-            raise self._bad("crossbar rows per core disagree with the axon counts")
-        slots = set(zip(a["core_chip"].tolist(), a["core_x"].tolist(), a["core_y"].tolist()))
-        if len(slots) != n_c:
-            raise self._bad("two cores share one (chip, x, y) slot")
-        if np.any(a["core_chip"] >= self.meta["board"]["chips"]) or np.any(
-                a["core_x"] >= spec.mesh_x) or np.any(a["core_y"] >= spec.mesh_y):
-            raise self._bad("a core lies outside the board")
-        for base, pre in (("neu_route_base", "rt_"), ("in_route_base", "in_rt_")):
-            b = a[base].astype(np.int64)
-            n_el = N if base == "neu_route_base" else int(m["input"]["size"])
-            if b.size != n_el + 1 or b[0] != 0 or np.any(np.diff(b) < 0) or b[-1] != a[
-                    pre + "axon"].size:
-                raise self._bad(f"section {base} is not a prefix table over the route entries")
-            d = a[pre + "delay"]
-            if d.size and (d.min() < 1 or d.max() > spec.max_delay):
-                raise self._bad(f"a route delay in {pre}delay is outside 1..{spec.max_delay}")
-        _ = (self.gaxon, self.in_gaxon)  # resolve destinations: raises on bad references
-        src = np.zeros(self.n_axons, np.int64)
-        np.add.at(src, self.gaxon[self.gaxon >= 0], 1)
-        np.add.at(src, self.in_gaxon, 1)
-        if np.any(src != 1):
-            ax = int(np.argmax(src != 1))
-            core = int(np.searchsorted(a["core_axon_base"], ax, side="right") - 1)
-            raise self._bad(f"core {core} axon {ax - int(a['core_axon_base'][core])} is fed by "
-                            f"{int(src[ax])} sources (expected exactly 1)")
-
-    def _resolve(self, pre: str) -> np.ndarray:
-        a = self.a
-        key = (a["core_chip"].astype(np.int64) * 65536 + a["core_x"].astype(np.int64) * 256
-               + a["core_y"])
-        order = np.argsort(key)
-        chip = a[pre + "chip"].astype(np.int64)
-        host = chip == HOST_CHIP
-        q = chip * 65536 + a[pre + "x"].astype(np.int64) * 256 + a[pre + "y"]
-        pos = np.searchsorted(key[order], q)
-        pos = np.minimum(pos, max(key.size - 1, 0))
-        found = (key.size > 0) & (key[order][pos] == q) if key.size else np.zeros(q.size, bool)
-        if np.any(~found & ~host):
-            e = int(np.argmax(~found & ~host))
-            raise self._bad(f"route entry {e} in {pre}* names chip {chip[e]} core "
-                            f"({a[pre + 'x'][e]}, {a[pre + 'y'][e]}) which holds no core")
-        core = np.where(host, 0, order[pos] if key.size else 0)
-        ax = a[pre + "axon"].astype(np.int64)
-        n_ax = np.diff(a["core_axon_base"].astype(np.int64))
-        if np.any(~host & (ax >= n_ax[core])):
-            e = int(np.argmax(~host & (ax >= n_ax[core])))
-            raise self._bad(f"route entry {e} in {pre}* targets axon {ax[e]} beyond core "
-                            f"{int(core[e])}'s {int(n_ax[core[e]])} axons")
-        out_n = int(self.meta["output"]["neurons"])
-        if np.any(host & (ax >= out_n)):
-            raise self._bad("a host route names an output index beyond the output layer")
-        if pre == "in_rt_" and np.any(host):
-            raise self._bad("an input route targets the host")
-        g = a["core_axon_base"].astype(np.int64)[core] + ax
-        return np.where(host, -1 - ax, g)
-
     @cached_property
     def gaxon(self) -> np.ndarray:
         """Per neuron route entry: global destination axon, or -1-k for host output k."""
-        return self._resolve("rt_")
+        return resolve(self, "rt_", self._bad)
 
     @cached_property
     def in_gaxon(self) -> np.ndarray:
-        return self._resolve("in_rt_")
+        return resolve(self, "in_rt_", self._bad)
 
     @cached_property
     def core_of_neuron(self) -> np.ndarray:

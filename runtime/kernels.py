@@ -291,6 +291,31 @@ def run_batch(payloads, T, L, workers, in_ptr, in_info, core_nb, core_ab, core_t
 
 
 @njit(cache=True, nogil=True)
+def run_batch_serial(payloads, T, L, workers, in_ptr, in_info, core_nb, core_ab, core_ts,
+                     core_ev_cyc, core_fire_cyc, ax_info, wrow, th_pos, th_neg, v_reset, v_init,
+                     bias, leak, shift, rmode, nmode, lmode, neu_layer, rt_ptr, rt_info,
+                     pair_lptr, pair_links, pair_cyc, vlo, vhi, slots,
+                     ws_ev_ax, ws_ev_p, ws_ev_n, ws_V, ws_acc, ws_pair_cnt, ws_pair_touched,
+                     ws_link_tick, ws_link_touched,
+                     out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
+                     tick_cycles, cnt_all, v_all, record):
+    """:func:`run_batch` without threads, for the bounds-checked debug mode
+    (``NUMBA_BOUNDSCHECK=1``): an IndexError raised in a parallel region does not reach the
+    caller intact, in a serial loop it does. Same arguments, same results."""
+    B = payloads.shape[0]
+    for w in range(workers):
+        for b in range(w, B, workers):
+            _sample(b, payloads, T, L, in_ptr, in_info, core_nb, core_ab, core_ts, core_ev_cyc,
+                    core_fire_cyc, ax_info, wrow, th_pos, th_neg, v_reset, v_init, bias, leak,
+                    shift, rmode, nmode, lmode, neu_layer, rt_ptr, rt_info, pair_lptr,
+                    pair_links, pair_cyc, vlo, vhi, slots,
+                    ws_ev_ax[w], ws_ev_p[w], ws_ev_n[w], ws_V[w], ws_acc[w], ws_pair_cnt[w],
+                    ws_pair_touched[w], ws_link_tick[w], ws_link_touched[w],
+                    out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
+                    tick_cycles, cnt_all, v_all, record)
+
+
+@njit(cache=True, nogil=True)
 def xy_links(sx, sy, dx, dy, width, mesh_x, mesh_y):
     """XY routes on the board mesh: (link ptr [R+1], link ids, on-chip hops, inter-chip hops).
 
@@ -330,4 +355,4 @@ def xy_links(sx, sy, dx, dy, width, mesh_x, mesh_y):
     return ptr, links, hops, xhops
 
 
-__all__ = ["run_batch", "xy_links", "leak", "wcast", "N_STATS"]
+__all__ = ["run_batch", "run_batch_serial", "xy_links", "leak", "wcast", "N_STATS"]

@@ -44,7 +44,7 @@ __all__ = ["__version__", "load_model", "compile", "load", "run", "run_payloads"
 
 def export_onnx(model, path, input_shape=None, **kw):
     """Write a native SNN (nn.Module) or a Graph as ONNX in the ai.snnc SNN dialect."""
-    from frontends.onnx_io import export_onnx as _export
+    from frontends.onnx import export_onnx as _export
     return _export(model, path, input_shape=input_shape, **kw)
 
 
@@ -87,10 +87,7 @@ def compile(model, spec: ChipSpec = PICORE64, *, input_shape=None, calib=None,
             if Path(model).suffix.lower() == ".onnx" and "timesteps" in options:
                 kw.setdefault("timesteps", options["timesteps"])
         graph = load_model(model, input_shape=input_shape, **kw)
-    prog = compile_model(graph, spec, calib=calib, input_shape=input_shape, **options)
-    if source:
-        prog.source = source
-    return prog
+    return compile_model(graph, spec, calib=calib, source=source or None, **options)
 
 
 def load(path) -> ChipImage:
@@ -127,13 +124,15 @@ def _payloads(img: ChipImage, x, encoding, timesteps, seed):
 def attack(image, x, y, attack: str = "fgsm", eps=(8 / 255,), *, encoding: str | None = None,
            timesteps: int | None = None, surrogate: str = "atan", steps: int = 10,
            alpha: float | None = None, eot: int = 1, seed: int = 0, source=None,
-           workers: int | None = None) -> dict:
+           workers: int | None = None, cluster=None) -> dict:
     """Adversarial examples against the deployed network, evaluated on the runtime.
 
     ``attack`` is 'fgsm', 'pgd' (white-box through the bit-exact twin, or transferred from the
     float ``source`` model when given) or 'sda' (sparse attack on binarised events). Returns the
     same dict as ``snnrun --attack ... --json`` (``results``: eps, clean_accuracy, adv_accuracy,
-    accuracy_loss, asr, spike_activity_change, nsr)."""
+    accuracy_loss, asr, spike_activity_change, nsr). ``cluster``: ``"local"``, a Ray address
+    or a :class:`runtime.lab.cluster.Cluster`: the (sample chunk, eps) units run on Ray with
+    results identical to the local run (docs/scale-out.md)."""
     from runtime.lab.attacks import SweepConfig, attack_sweep, float_graph_of, sda_run
     img = _image(image)
     T = int(timesteps or img.meta["timesteps"])
@@ -154,21 +153,29 @@ def attack(image, x, y, attack: str = "fgsm", eps=(8 / 255,), *, encoding: str |
         src = float_graph_of(source, img.spec, tuple(img.meta["input"]["shape"]))
     cfg = SweepConfig(attack, tuple(float(e) for e in eps), encoding or img.meta["encoding"], T,
                       surrogate, alpha, int(steps), int(eot), int(seed), workers=workers)
-    return attack_sweep(img, x, y, cfg, src)
+    from runtime.lab.cluster import connect
+    cl = connect(cluster)
+    out = attack_sweep(img, x, y, cfg, src, cluster=cl)
+    if cl is not None:
+        out["ray"] = cl.info()
+    return out
 
 
 def sweep(image, x, y, kind: str, levels, samples: int = 100, *, encoding: str | None = None,
-          timesteps: int | None = None, seed: int = 0, **kw) -> list[dict]:
+          timesteps: int | None = None, seed: int = 0, cluster=None, **kw) -> list[dict]:
     """Accuracy over ``samples`` chip instances per noise level (Monte Carlo).
 
     ``kind``: 'mismatch' (zeta), 'pcm' (seconds after programming), 'bitflip' (rate),
     'stuck-at' (rate) or 'dead-cores'; keyword options as :func:`runtime.lab.sweep.sweep`
     (domain, on, gdc, registers, workers...). Rows: kind, level, mean, std, min, max, median, n,
-    accuracies."""
+    accuracies. ``cluster``: ``"local"``, a Ray address or a Cluster: the (instance, level)
+    units run on Ray, with the same numbers as the local run."""
     from runtime.lab.sweep import sweep as _sweep
     img = _image(image)
     payloads, _, _ = _payloads(img, x, encoding, timesteps, seed)
-    return _sweep(img, payloads, np.asarray(y), kind, levels, samples, seed, **kw)
+    from runtime.lab.cluster import connect
+    return _sweep(img, payloads, np.asarray(y), kind, levels, samples, seed,
+                  cluster=connect(cluster), **kw)
 
 
 def certify(image, x, y, zetas, *, encoding: str | None = None, timesteps: int | None = None,

@@ -28,8 +28,8 @@ if str(ROOT) not in sys.path:  # runnable from anywhere without installing the p
 
 from frontends import native  # noqa: E402
 from frontends.datasets import load_dataset  # noqa: E402
+from frontends.onnx import export_onnx, import_onnx  # noqa: E402
 from frontends.training.trainer import TrainConfig, Trainer  # noqa: E402
-from frontends.onnx_io import export_onnx, import_onnx  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -82,7 +82,7 @@ def build_snn(dropout: float = 0.0, threshold: float = 1.0, c1: int = 16, c2: in
 
 def compile_image(model, bits=8, per_channel=False, timesteps=8, clip="max", encoding="direct"):
     """Compile (full pipeline) and load the chip image: (Program, ChipImage)."""
-    from compiler import compile_model
+    from frontends import compile_model
     from runtime.image import from_sections
     if isinstance(model, nn.Module):
         model = model.cpu().eval()

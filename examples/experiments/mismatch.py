@@ -75,8 +75,8 @@ def main(argv=None) -> int:
     if a.quick:
         a.pretrain_epochs, a.epochs, a.samples, a.levels = 3, 1, 5, "0.1,0.4,0.7"
     C.setup(a)
-    from runtime.lab import sweep
     from compiler.encoding import encode
+    from runtime.lab import sweep
 
     clock = C.Clock()
     xtr, ytr, xte, yte = C.digits()

@@ -71,7 +71,7 @@ def train_digits_encoding(encoding: str, T: int, epochs: int = 30, seed: int = 0
 
     model = train_native(digits_architecture(), tr.x, tr.y, to_seq, epochs, seed=seed)
     if out is not None:
-        from frontends.onnx_io import export_onnx
+        from frontends.onnx import export_onnx
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         export_onnx(model, out, input_shape=tr.shape)
     return model

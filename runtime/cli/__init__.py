@@ -8,7 +8,16 @@ from pathlib import Path
 import click
 import numpy as np
 
-from compiler.cliutil import debug_option, echo_json, run_cli
+from compiler.cliutil import (
+    POSITIVE,
+    SEED,
+    TIMESTEPS,
+    FiniteFloat,
+    check_output,
+    debug_option,
+    echo_json,
+    run_cli,
+)
 from compiler.errors import SnnError
 from runtime.cli.common import ENCODINGS, RunContext, check_bit_exact, parse_list  # noqa: F401
 from runtime.cli.compare import compare_cmd
@@ -20,13 +29,16 @@ from snnc._version import __version__
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--data", default="digits", show_default=True,
               help="digits | npz:FILE | mnist:DIR | cifar10:DIR (test split).")
-@click.option("--limit", type=int, default=None, help="First N samples.")
-@click.option("--timesteps", "-T", type=int, default=None, help="Input steps (default: META).")
+@click.option("--limit", type=POSITIVE, default=None, help="First N samples.")
+@click.option("--timesteps", "-T", type=TIMESTEPS, default=None,
+              help="Input steps (default: META).")
 @click.option("--encoding", type=click.Choice(ENCODINGS), default=None,
               help="Input encoding (default: META).")
-@click.option("--seed", default=0, show_default=True, help="Seed for stochastic encodings.")
-@click.option("--batch", default=256, show_default=True, help="Samples per kernel call.")
-@click.option("--workers", type=int, default=None, help="Threads (default: all cores).")
+@click.option("--seed", default=0, show_default=True, type=SEED,
+              help="Seed for stochastic encodings.")
+@click.option("--batch", default=256, show_default=True, type=POSITIVE,
+              help="Samples per kernel call.")
+@click.option("--workers", type=POSITIVE, default=None, help="Threads (default: all cores).")
 @click.option("--check", is_flag=True, help="Check bit-exactness against compiler/reference.py.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--save-predictions", type=click.Path(dir_okay=False), default=None)
@@ -45,7 +57,8 @@ from snnc._version import __version__
 @click.option("--bitflip-registers", is_flag=True, help="Also flip neuron register bits.")
 @click.option("--stuck-at", default=None, help="Stuck-at cell rates (half 0, half 1).")
 @click.option("--dead-cores", default=None, help="Numbers of dead cores, e.g. 1,2,4.")
-@click.option("--samples", default=20, show_default=True, help="Chip instances per level.")
+@click.option("--samples", default=20, show_default=True, type=POSITIVE,
+              help="Chip instances per level.")
 @click.option("--worst-case", default=None, help="Adversarial weight levels zeta (PGA).")
 @click.option("--landscape", is_flag=True, help="Weight-loss landscape and flatness.")
 @click.option("--certify", default=None, help="IBP certification at weight levels zeta.")
@@ -55,9 +68,15 @@ from snnc._version import __version__
 @click.option("--surrogate", type=click.Choice(["pdsg", "sigmoid", "atan", "triangle"]),
               default="atan", show_default=True)
 @click.option("--source", default=None, help="Float source model for transfer attacks.")
-@click.option("--steps", default=10, show_default=True, help="PGD steps.")
-@click.option("--alpha", default=None, type=float, help="PGD step size (default eps/4).")
-@click.option("--eot", default=1, show_default=True, help="EOT samples for stochastic encodings.")
+@click.option("--steps", default=10, show_default=True, type=POSITIVE, help="PGD steps.")
+@click.option("--alpha", default=None, type=FiniteFloat(positive=True),
+              help="PGD step size (default eps/4).")
+@click.option("--eot", default=1, show_default=True, type=POSITIVE,
+              help="EOT samples for stochastic encodings.")
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="local",
+              metavar="[local|ADDRESS]",
+              help="Run the work units (sweep instances, attack chunks) on Ray: 'local' starts a "
+                   "local instance, ADDRESS joins a cluster (docs/scale-out.md).")
 @click.version_option(__version__, "--version", prog_name="snnrun", message="%(prog)s %(version)s")
 @debug_option
 def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, check, as_json,
@@ -72,21 +91,22 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     deployed image on chip (FP16 shadow weights, federated learning across chips).
     """
     from compiler import encoding as enc
-    from frontends.datasets import load_dataset
+    from frontends.datasets import check_labels, load_dataset
     from runtime.engines.tick import run_payloads
     from runtime.image import load
     from runtime.reports.run import run_table, write_report
 
+    check_output(save_predictions, image, option="--save-predictions")
+    check_output(report_dir, image, option="--report", folder=True)
     img = load(image)
     ds = load_dataset(data, split="test", limit=limit)
     if int(np.prod(ds.x.shape[1:])) != img.n_inputs:
         raise SnnError(f"data '{data}' has inputs of shape {list(ds.x.shape[1:])} but {image} "
                        f"expects {img.meta['input']['shape']}",
                        "run the image on the dataset it was compiled for")
-    T = int(timesteps or img.meta["timesteps"])
+    check_labels(ds.y, int(img.meta["output"]["neurons"]), data, image)
+    T = int(img.meta["timesteps"] if timesteps is None else timesteps)
     name = encoding or img.meta["encoding"]
-    if T < 1:
-        raise SnnError(f"--timesteps must be >= 1, got {T}")
     if plots and not report_dir and not (params.get("attack") or _noise_mode(params)):
         raise click.UsageError("--plots needs --report DIR")
     ctx = RunContext(img, image, ds, T, name, seed, batch, workers, as_json, report_dir, plots,

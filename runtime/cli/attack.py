@@ -13,6 +13,7 @@ from compiler.cliutil import echo_json, jsonable
 from compiler.errors import SnnError
 from runtime.cli.common import parse_list
 from runtime.lab.attacks import DEFAULT_EPS, SweepConfig, attack_sweep, float_graph_of, sda_run
+from runtime.lab.cluster import connect
 from runtime.reports.attack import markdown_results, plot_accuracy_vs_eps, results_table
 
 
@@ -27,10 +28,10 @@ def main_attack(ctx) -> None:
     if any(e < 0 or e > 1 for e in eps):
         raise click.BadParameter("--eps values must lie in [0, 1] (e.g. 8/255)")
     surrogate = p.get("surrogate") or "atan"
-    steps = int(p.get("steps") or 10)
-    if steps < 1:
-        raise click.BadParameter("--steps must be >= 1")
-    eot = int(p.get("eot") or 1)
+    steps = 10 if p.get("steps") is None else int(p["steps"])
+    eot = 1 if p.get("eot") is None else int(p["eot"])
+    if steps < 1 or eot < 1:
+        raise click.BadParameter("--steps and --eot must be >= 1")
     ds, img = ctx.dataset, ctx.image
     x = np.asarray(ds.x, np.float64)
     y = np.asarray(ds.y, np.int64)
@@ -54,7 +55,10 @@ def main_attack(ctx) -> None:
                                "attack the model the image was compiled from")
         cfg = SweepConfig(attack, tuple(eps), ctx.encoding, ctx.timesteps, surrogate,
                           p.get("alpha"), steps, eot, ctx.seed, workers=ctx.workers)
-        out = attack_sweep(img, x, y, cfg, src)
+        cluster = connect(p.get("ray_address"), progress=not ctx.as_json)
+        out = attack_sweep(img, x, y, cfg, src, cluster=cluster)
+        if cluster is not None:
+            out["ray"] = cluster.info()
         if src is not None:
             out["source"] = str(p["source"])
             out["level"] = "transfer"

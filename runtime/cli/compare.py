@@ -9,10 +9,20 @@ from pathlib import Path
 
 import click
 
-from compiler.cliutil import debug_option, echo_json, jsonable
+from compiler.cliutil import (
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    TIMESTEPS,
+    FiniteFloat,
+    debug_option,
+    echo_json,
+    jsonable,
+)
 from compiler.errors import SnnError
 from frontends.training.models import train_digits_encoding
 from runtime.cli.common import ENCODINGS, parse_list
+from runtime.lab.cluster import connect
 from runtime.lab.compare import compile_images, run_compare, synthetic_event_task
 from runtime.reports.compare import plot_encodings, sda_table, tables
 
@@ -47,8 +57,9 @@ def _names(text: str, allowed, what: str) -> list[str]:
 @click.option("--source", default=None, type=click.Path(dir_okay=False),
               help="Float model for the algorithm level (default: --model).")
 @click.option("--data", default="digits", show_default=True)
-@click.option("--limit", type=int, default=100, show_default=True, help="Test samples.")
-@click.option("--timesteps", "-T", type=int, default=None, help="Steps (default: image META).")
+@click.option("--limit", type=POSITIVE, default=100, show_default=True, help="Test samples.")
+@click.option("--timesteps", "-T", type=TIMESTEPS, default=None,
+              help="Steps (default: image META).")
 @click.option("--encodings", default="direct,rate,phase,latency", show_default=True)
 @click.option("--attacks", default="fgsm,pgd", show_default=True)
 @click.option("--eps", default="4/255,8/255,16/255,32/255", show_default=True)
@@ -58,22 +69,30 @@ def _names(text: str, allowed, what: str) -> list[str]:
               help="Surrogate comparison table ('' to skip).")
 @click.option("--pgd-steps", default="5,10,20", show_default=True,
               help="PGD steps table vs FGSM ('' to skip).")
-@click.option("--steps", default=10, show_default=True, help="PGD steps in the main tables.")
-@click.option("--alpha", type=float, default=None, help="PGD step (default eps/4).")
-@click.option("--eot", default=1, show_default=True, help="EOT draws for rate coding.")
+@click.option("--steps", default=10, show_default=True, type=POSITIVE,
+              help="PGD steps in the main tables.")
+@click.option("--alpha", type=FiniteFloat(positive=True), default=None,
+              help="PGD step (default eps/4).")
+@click.option("--eot", default=1, show_default=True, type=POSITIVE,
+              help="EOT draws for rate coding.")
 @click.option("--encoding-models", default=None, help="ENC=model.onnx,... per encoding.")
 @click.option("--train-encodings", default="", help="Train the digits architecture for these "
               "encodings first (e.g. rate,phase,latency).")
-@click.option("--epochs", default=30, show_default=True, help="Epochs for --train-encodings.")
+@click.option("--epochs", default=30, show_default=True, type=POSITIVE,
+              help="Epochs for --train-encodings.")
 @click.option("--workdir", default="snnrun-compare", show_default=True, type=click.Path(),
               help="Where trained models are written.")
 @click.option("--sda/--no-sda", default=True, show_default=True,
               help="SDA on the data binarised to events (first image).")
-@click.option("--sda-limit", default=50, show_default=True, help="Samples for SDA.")
-@click.option("--sda-synthetic", default=0, show_default=True,
+@click.option("--sda-limit", default=50, show_default=True, type=POSITIVE, help="Samples for SDA.")
+@click.option("--sda-synthetic", default=0, show_default=True, type=NON_NEGATIVE,
               help="Also SDA on N synthetic DVS samples (trains a small SNN first).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--workers", type=int, default=None)
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--workers", type=POSITIVE, default=None)
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="local",
+              metavar="[local|ADDRESS]",
+              help="Run the work units (sweep instances, attack chunks) on Ray: 'local' starts a "
+                   "local instance, ADDRESS joins a cluster (docs/scale-out.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--markdown", "md_path", default=None, type=click.Path(dir_okay=False),
               help="Write the tables as Markdown.")
@@ -84,7 +103,7 @@ def _names(text: str, allowed, what: str) -> list[str]:
 def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, timesteps, encodings,
                 attacks, eps, surrogate, surrogates, pgd_steps, steps, alpha, eot, encoding_models,
                 train_encodings, epochs, workdir, sda, sda_limit, sda_synthetic, seed, workers,
-                as_json, md_path, report_dir, plots, debug):
+                ray_address, as_json, md_path, report_dir, plots, debug):
     """Robustness tables of one model: encodings x attack strength, before/after quantization,
     algorithm vs hardware level, surrogates, PGD steps, SDA (docs/attacks.md)."""
     from frontends.datasets import binarize_events, calibration_arrays, load_dataset
@@ -98,6 +117,8 @@ def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, tim
     sgs = _names(surrogates, ("atan", "sigmoid", "triangle", "pdsg"), "--surrogates")
     eps_l = parse_list(eps, "--eps")
     steps_l = [int(s) for s in parse_list(pgd_steps, "--pgd-steps")]
+    if any(s < 1 for s in steps_l):
+        raise click.BadParameter("PGD steps must be >= 1", param_hint="--pgd-steps")
     if plots and not report_dir:
         raise click.UsageError("--plots needs --report DIR")
     ds = load_dataset(data, split="test", limit=limit)
@@ -111,7 +132,8 @@ def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, tim
     if images:
         paths = [p.strip() for p in images.split(",") if p.strip()]
         imgs = {Path(p).stem: load(p) for p in paths}
-        T = int(timesteps or next(iter(imgs.values())).meta["timesteps"])
+        T = int(next(iter(imgs.values())).meta["timesteps"] if timesteps is None
+                else timesteps)
         src = source
         if src:
             from runtime.lab.attacks import float_graph_of
@@ -120,7 +142,7 @@ def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, tim
             src_float = {e: fg for e in encs}
     elif model:
         bits_l = [int(b) for b in parse_list(bits, "--bits")]
-        T = int(timesteps or 8)
+        T = 8 if timesteps is None else int(timesteps)
         copt = {"per_channel": per_channel, "clip": clip}
         imgs, fg = compile_images(model, bits_l, timesteps=T, encoding=encs[0], calib=calib,
                                   **copt)
@@ -148,10 +170,11 @@ def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, tim
     else:
         raise click.UsageError("give --model MODEL.onnx (with --bits) or --images a.bin,b.bin")
     labels = list(imgs)
+    cluster = connect(ray_address, progress=not as_json)
     res = run_compare(imgs, ds.x, ds.y, encodings=encs, attacks=atts, eps=eps_l, T=T,
                       float_graphs=src_float, encoding_images=enc_images, surrogate=surrogate,
                       surrogates=sgs, pgd_steps=steps_l, steps=steps, alpha=alpha, eot=eot,
-                      seed=seed, workers=workers, log=log)
+                      seed=seed, workers=workers, log=log, cluster=cluster)
     tabs = tables(res, eps_l, labels, encs, atts, surrogate)
     sda_runs = []
     if sda:
@@ -174,6 +197,8 @@ def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, tim
            "encodings": encs, "attacks": atts, "eps": eps_l, "surrogate": surrogate,
            "steps": steps, "eot": eot, "records": res["records"], "sda": sda_runs,
            "tables": tabs, "seconds": time.perf_counter() - t_start}
+    if cluster is not None:
+        out["ray"] = cluster.info()
     md = "\n\n".join(tabs.values()) + "\n"
     if md_path:
         Path(md_path).parent.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 
 from runtime.lab import noise
+from runtime.lab.cluster import connect
 from runtime.lab.sweep import accuracy, landscape, sweep, worst_case
 from runtime.reports.noise import markdown_report, plot_report, text_report
 
@@ -24,7 +26,6 @@ def _parse_times(text: str | None) -> list[float]:
 
 def main_noise(ctx) -> None:
     """The snnrun noise mode (runtime/cli/ dispatches here; options in ``ctx.params``)."""
-    import click
 
     from compiler import encoding as enc
     from compiler.cliutil import echo_json, jsonable
@@ -35,11 +36,15 @@ def main_noise(ctx) -> None:
     x = ds.x.reshape(len(ds.x), -1)
     y = np.asarray(ds.y)
     payloads = enc.encode(ctx.encoding, x, ctx.timesteps, seed=ctx.seed)
-    samples = int(P.get("samples") or 20)
+    samples = 20 if P.get("samples") is None else int(P["samples"])
+    pga_steps = 10 if P.get("steps") is None else int(P["steps"])
+    if samples < 1:
+        raise click.BadParameter(f"must be >= 1, got {samples}", param_hint="--samples")
     seed = int(ctx.seed)
     progress = sys.stderr.isatty() and not ctx.as_json
     on = tuple(t.strip() for t in (P.get("mismatch_on") or "weights").split(",") if t.strip())
     domain = P.get("mismatch_domain") or "digital"
+    cluster = connect(P.get("ray_address"), progress=not ctx.as_json)
     kw = dict(workers=ctx.workers, batch=ctx.batch, progress=progress)
     timing = {}
     t0 = time.perf_counter()
@@ -63,7 +68,7 @@ def main_noise(ctx) -> None:
         t = time.perf_counter()
         res["sweep"] += sweep(ctx.image, payloads, y, kind, levels, samples, seed, domain=domain,
                               on=on, gdc=not P.get("no_gdc"),
-                              registers=bool(P.get("bitflip_registers")), **kw)
+                              registers=bool(P.get("bitflip_registers")), cluster=cluster, **kw)
         res["options"][kind] = opts
         timing[kind] = time.perf_counter() - t
     wc_levels = parse_list(P.get("worst_case"), "--worst-case")
@@ -72,10 +77,10 @@ def main_noise(ctx) -> None:
         from runtime.lab.twin import Twin
         tw = Twin(ctx.image, surrogate=P.get("surrogate") or "atan")
         rand = sweep(ctx.image, payloads, y, "mismatch", wc_levels, samples, seed,
-                     domain="analog", on=("weights",), **kw)
+                     domain="analog", on=("weights",), cluster=cluster, **kw)
         res["worst_case"] = []
         for z, rr in zip(wc_levels, rand):
-            w = worst_case(ctx.image, payloads, y, z, steps=int(P.get("steps") or 10),
+            w = worst_case(ctx.image, payloads, y, z, steps=pga_steps,
                            seed=seed, twin=tw, workers=ctx.workers, progress=progress)
             w["random"] = {k: rr[k] for k in ("mean", "std", "min", "max", "n")}
             w["hurts_more"] = bool(w["accuracy"] <= rr["mean"])
@@ -95,6 +100,8 @@ def main_noise(ctx) -> None:
         timing["certify"] = time.perf_counter() - t
     timing["total"] = time.perf_counter() - t0
     res["timing"] = timing
+    if cluster is not None:
+        res["ray"] = cluster.info()
     if ctx.report_dir or ctx.plots:
         import json
         d = Path(ctx.report_dir or "robustness")

@@ -67,11 +67,19 @@ class Target:
         self.eot = max(1, int(eot)) if encoding in STOCHASTIC else 1
         self.seed = int(seed)
         self.temperature = float(temperature)
+        self._unit = 0
+        self._draws = 0
+
+    def start_unit(self, key: int) -> None:
+        """Restart the encoder-draw sequence for work unit ``key`` (a sample chunk at one eps):
+        the draws of a unit depend on the run seed and the unit's coordinates only, so chunks
+        give the same numbers in any order, on any worker (runtime/lab/cluster.py)."""
+        self._unit = int(key)
         self._draws = 0
 
     def _next_seed(self) -> int:
         self._draws += 1
-        return EOT_SEED_BASE + 7919 * self.seed + self._draws
+        return EOT_SEED_BASE + 7919 * self.seed + 104729 * self._unit + self._draws
 
     def logits(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
         p = encode_payloads(x, self.encoding, self.T, self._next_seed() if seed is None else seed)
@@ -137,24 +145,44 @@ def pgd(target: Target, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: flo
     return best if keep_best else x_adv
 
 
+def generate_chunk(target: Target, xb: np.ndarray, yb: np.ndarray, attack: str, eps: float,
+                   steps: int, alpha: float | None, seed: int, start: int) -> np.ndarray:
+    """One work unit: adversarial images for the chunk of samples starting at index ``start``.
+    Its randomness (PGD start, EOT encoder draws) depends on (seed, start, eps) only."""
+    if attack not in ("fgsm", "pgd"):
+        raise SnnError(f"unknown attack '{attack}'",
+                       "use fgsm or pgd (sda: runtime.lab.attacks.sda)")
+    xt = torch.as_tensor(np.asarray(xb, np.float64))
+    if eps <= 0:
+        return xt.numpy()
+    yt = torch.as_tensor(np.asarray(yb, np.int64))
+    target.start_unit(start * 1000003 + int(round(float(eps) * 1e6)))
+    with torch_threads(1):
+        if attack == "fgsm":
+            adv = fgsm(target, xt, yt, eps)
+        else:
+            adv = pgd(target, xt, yt, eps, alpha, steps, seed=seed + start)
+    return adv.numpy()
+
+
 def generate(target: Target, x: np.ndarray, y: np.ndarray, attack: str, eps: float,
              steps: int = 10, alpha: float | None = None, batch: int = 128,
-             seed: int = 0) -> np.ndarray:
-    """Adversarial images (same shape as ``x``, in [0, 1]) for a whole set, batch by batch."""
-    out = np.empty_like(np.asarray(x, np.float64))
-    for i in range(0, len(x), batch):
-        xb = torch.as_tensor(np.asarray(x[i:i + batch], np.float64))
-        yb = torch.as_tensor(np.asarray(y[i:i + batch], np.int64))
-        if eps <= 0:
-            adv = xb
-        elif attack == "fgsm":
-            adv = fgsm(target, xb, yb, eps)
-        elif attack == "pgd":
-            adv = pgd(target, xb, yb, eps, alpha, steps, seed=seed + i)
-        else:
-            raise SnnError(f"unknown attack '{attack}'", f"use one of {', '.join(ATTACKS)}")
-        out[i:i + batch] = adv.numpy()
-    return out
+             seed: int = 0, cluster=None) -> np.ndarray:
+    """Adversarial images (same shape as ``x``, in [0, 1]) for a whole set, chunk by chunk.
+
+    With ``cluster`` (runtime/lab/cluster.py) the chunks are work units on Ray (the target is
+    put in the object store once); the result is identical to the local run."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.int64)
+    starts = list(range(0, len(x), batch))
+    units = [(x[i:i + batch], y[i:i + batch], attack, float(eps), int(steps), alpha, int(seed), i)
+             for i in starts]
+    if cluster is not None and units:
+        parts = cluster.map(generate_chunk, units, shared=(cluster.put(target),),
+                            desc=f"{attack} eps={float(eps):.4g}")
+    else:
+        parts = [generate_chunk(target, *u) for u in units]
+    return np.concatenate(parts) if parts else np.empty_like(x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +210,7 @@ def evaluate_examples(image, x, x_adv, y, encoding: str, T: int, seed: int = 0,
 
 def float_graph_of(source, spec, input_shape=None):
     """The lowered float graph of a source model (fold-bn + lower), for algorithm-level attacks."""
-    from compiler import compile_model
+    from frontends import compile_model
     return compile_model(source, spec, stop_after="lower", input_shape=input_shape).graph
 
 
@@ -202,7 +230,7 @@ class SweepConfig:
 
 
 def attack_sweep(image, x: np.ndarray, y: np.ndarray, cfg: SweepConfig, source_graph=None,
-                 instance=None) -> dict:
+                 instance=None, cluster=None) -> dict:
     """FGSM/PGD over ``cfg.eps`` on ``image``; every example evaluated on the runtime.
 
     With ``source_graph`` (a lowered float graph) the gradients come from the float model
@@ -211,10 +239,11 @@ def attack_sweep(image, x: np.ndarray, y: np.ndarray, cfg: SweepConfig, source_g
     (transfer). Returns ``{"attack", "encoding", "surrogate", "level", ..., "results": [...]}``.
     """
     with torch_threads(1):
-        return _attack_sweep(image, x, y, cfg, source_graph, instance)
+        return _attack_sweep(image, x, y, cfg, source_graph, instance, cluster)
 
 
-def _attack_sweep(image, x, y, cfg: SweepConfig, source_graph=None, instance=None) -> dict:
+def _attack_sweep(image, x, y, cfg: SweepConfig, source_graph=None, instance=None,
+                  cluster=None) -> dict:
     t0 = time.perf_counter()
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.int64)
@@ -233,7 +262,7 @@ def _attack_sweep(image, x, y, cfg: SweepConfig, source_graph=None, instance=Non
     for eps in cfg.eps:
         ts = time.perf_counter()
         x_adv = generate(target, x, y, cfg.attack, float(eps), cfg.steps, cfg.alpha, cfg.batch,
-                         cfg.seed)
+                         cfg.seed, cluster=cluster)
         r = {"eps": float(eps), "eps_255": float(eps) * 255}
         r.update(evaluate_examples(image, x, x_adv, y, cfg.encoding, cfg.T, cfg.seed, clean,
                                    cfg.workers))

@@ -37,7 +37,8 @@ from compiler.errors import SnnError
 def compile_images(model, bits_list, *, timesteps: int, encoding: str, calib=None,
                    input_shape=None, spec=None, per_channel: bool = False, clip: str = "max"):
     """Compile ``model`` at each width -> (images {label: ChipImage}, lowered float graph)."""
-    from compiler import PICORE64, compile_model
+    from compiler import PICORE64
+    from frontends import compile_model
     from runtime.image import from_sections
 
     spec = spec or PICORE64
@@ -82,11 +83,13 @@ def _float_eval(target, x, y, seed):
 def run_compare(images: dict, x, y, *, encodings, attacks, eps, T: int, float_graphs=None,
                 encoding_images=None, surrogate="atan", surrogates=(), pgd_steps=(10,),
                 steps: int = 10, alpha=None, eot: int = 1, seed: int = 0, workers=None,
-                log=None) -> dict:
+                log=None, cluster=None) -> dict:
     """All FGSM/PGD records for the tables (see the module docstring).
 
     ``images``: {label: ChipImage} used for every encoding unless ``encoding_images[enc]`` gives
     per-encoding images; ``float_graphs``: {encoding: lowered float graph} (algorithm level).
+    ``cluster``: generate the examples as (sample chunk, eps) work units on Ray
+    (runtime/lab/cluster.py); the records are identical to the local run.
     """
     from runtime.lab import evaluate as ev
     from runtime.lab.attacks import Target, evaluate_examples, generate, run_images
@@ -120,7 +123,8 @@ def run_compare(images: dict, x, y, *, encodings, attacks, eps, T: int, float_gr
                     base = {"encoding": enc, "attack": attack, "eps": float(e),
                             "surrogate": surrogate, "steps": steps if attack == "pgd" else 1}
                     if ftarget is not None:
-                        xa = generate(ftarget, x, y, attack, e, steps, alpha, seed=seed)
+                        xa = generate(ftarget, x, y, attack, e, steps, alpha, seed=seed,
+                                      cluster=cluster)
                         fa = _float_eval(ftarget, xa, y, seed)
                         records.append({**base, "model": "float", "level": "algorithm",
                                         "clean_accuracy": f_clean, "adv_accuracy": fa,
@@ -131,7 +135,8 @@ def run_compare(images: dict, x, y, *, encodings, attacks, eps, T: int, float_gr
                             records.append({**base, "model": lab, "level": "transfer", **m})
                     for lab, im in imgs.items():
                         tg = Target(twin_of(im, surrogate), enc, T, eot, seed)
-                        xa = generate(tg, x, y, attack, e, steps, alpha, seed=seed)
+                        xa = generate(tg, x, y, attack, e, steps, alpha, seed=seed,
+                                      cluster=cluster)
                         m = evaluate_examples(im, x, xa, y, enc, T, seed, clean[lab], workers)
                         records.append({**base, "model": lab, "level": "hardware", **m})
                     log(f"{enc} {attack} eps={e * 255:g}/255 ({time.perf_counter() - t0:.1f} s)")
@@ -143,7 +148,8 @@ def run_compare(images: dict, x, y, *, encodings, attacks, eps, T: int, float_gr
             tg = Target(twin_of(im0, sg), enc0, T, eot, seed)
             for attack in attacks:
                 for e in eps:
-                    xa = generate(tg, x, y, attack, e, steps, alpha, seed=seed)
+                    xa = generate(tg, x, y, attack, e, steps, alpha, seed=seed,
+                                  cluster=cluster)
                     m = evaluate_examples(im0, x, xa, y, enc0, T, seed, clean0, workers)
                     records.append({"encoding": enc0, "attack": attack, "eps": float(e),
                                     "surrogate": sg, "steps": steps if attack == "pgd" else 1,
@@ -153,7 +159,8 @@ def run_compare(images: dict, x, y, *, encodings, attacks, eps, T: int, float_gr
         for st in pgd_steps:
             tg = Target(twin_of(im0, surrogate), enc0, T, eot, seed)
             for e in eps:
-                xa = generate(tg, x, y, "pgd", e, int(st), alpha, seed=seed)
+                xa = generate(tg, x, y, "pgd", e, int(st), alpha, seed=seed,
+                              cluster=cluster)
                 m = evaluate_examples(im0, x, xa, y, enc0, T, seed, clean0, workers)
                 records.append({"encoding": enc0, "attack": "pgd", "eps": float(e),
                                 "surrogate": surrogate, "steps": int(st), "model": lab0,

@@ -59,10 +59,19 @@ def accuracy(image, payloads, labels, instance=None, **kw) -> float:
     return run_payloads(image, payloads, instance=instance, **kw).accuracy(labels)
 
 
+def instance_accuracy(image, payloads, labels, seed: int, model, i: int, *,
+                      workers: int | None = 1, batch: int = 256) -> float:
+    """One work unit of a sweep: accuracy of chip instance ``i`` (seeded by (seed, i)) of noise
+    ``model`` on the whole set."""
+    inst = noise.sample(image, model, seed, i)
+    return run_payloads(image, payloads, instance=inst, workers=workers,
+                        batch=batch).accuracy(labels)
+
+
 def sweep(image, payloads: np.ndarray, labels: np.ndarray, kind: str, levels, samples: int = 20,
           seed: int = 0, *, domain: str = "digital", on=("weights",), gdc: bool = True,
           registers: bool = False, stuck_value: int | None = None, workers: int | None = None,
-          batch: int = 256, progress: bool = False) -> list[dict]:
+          batch: int = 256, progress: bool = False, cluster=None) -> list[dict]:
     """Accuracy over ``samples`` chip instances at each level of one noise ``kind``.
 
     Args:
@@ -71,6 +80,8 @@ def sweep(image, payloads: np.ndarray, labels: np.ndarray, kind: str, levels, sa
         domain, on: mismatch options (``runtime.lab.noise.Mismatch``); gdc: PCM drift
             compensation; registers: bit flips in neuron registers too; stuck_value: 0, 1 or
             None (half each).
+        cluster: a :class:`runtime.lab.cluster.Cluster`: the (instance, level) units run on Ray;
+            the numbers are identical to the local run (instance i is seeded by (seed, i)).
     Returns:
         one row per level: kind, level, label, mean, std, min, max, median, n, accuracies.
     """
@@ -81,13 +92,21 @@ def sweep(image, payloads: np.ndarray, labels: np.ndarray, kind: str, levels, sa
                                registers=registers, stuck_value=stuck_value) for lv in levels]
     y = np.asarray(labels)
     accs = np.zeros((len(levels), samples))
-    with bar(len(levels) * samples, kind, unit="chip", enabled=progress) as pb:
-        for i in range(samples):               # instance-major: one chip's pattern across levels
-            for li, m in enumerate(models):
-                inst = noise.sample(image, m, seed, i)
-                accs[li, i] = run_payloads(image, payloads, instance=inst, workers=workers,
-                                           batch=batch).accuracy(y)
-                pb.update(1)
+    if cluster is not None:
+        units = [(m, i) for i in range(samples) for m in models]
+        shared = (cluster.put(image), cluster.put(payloads), cluster.put(y), seed)
+        got = cluster.map(instance_accuracy, units, shared=shared, desc=kind,
+                          kwargs={"batch": batch})
+        for k, (i, li) in enumerate((i, li) for i in range(samples)
+                                    for li in range(len(models))):
+            accs[li, i] = got[k]
+    else:
+        with bar(len(levels) * samples, kind, unit="chip", enabled=progress) as pb:
+            for i in range(samples):           # instance-major: one chip's pattern across levels
+                for li, m in enumerate(models):
+                    accs[li, i] = instance_accuracy(image, payloads, y, seed, m, i,
+                                                    workers=workers, batch=batch)
+                    pb.update(1)
     rows = []
     for li, lv in enumerate(levels):
         row = {"kind": kind, "level": lv, "label": level_label(kind, lv)}
@@ -241,4 +260,5 @@ def landscape(image, payloads: np.ndarray, labels: np.ndarray, *, repeats: int =
 # --- CLI --------------------------------------------------------------------------------------
 
 
-__all__ = ["sweep", "worst_case", "landscape", "accuracy", "KIND_TITLES", "level_label"]
+__all__ = ["sweep", "worst_case", "landscape", "accuracy", "instance_accuracy", "KIND_TITLES",
+           "level_label"]

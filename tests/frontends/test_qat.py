@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from compiler import compile_model, reference
+from compiler import reference
 from compiler.errors import UnsupportedOpError
 from compiler.passes.calibrate import direct_payloads
-from frontends import native
+from frontends import compile_model, native
 from frontends.training.qat import (
     Quantizer,
     ShiftBN,
@@ -191,7 +191,7 @@ def _chip(model, x, T, **opts):
 
 def test_qat_digits_equals_compiled_chip(tmp_path):
     """Train 4-bit QAT on digits, export ONNX, compile, run the chip runtime: identical."""
-    from frontends.onnx_io import export_onnx
+    from frontends.onnx import export_onnx
     tr, te = _digits_data()
     torch.manual_seed(0)
     model = _digits_like(8, 16)

@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 from factories import make_convnet, make_mlp
 
-from compiler import compile_model
 from compiler.chip import PICORE64
+from frontends import compile_model
 from runtime.engines.tick import run_payloads
 from runtime.image import from_sections
 from runtime.lab import evaluate as ev
@@ -182,7 +182,8 @@ def test_cli_attack_json_contract(tmp_path):
     compile_model(make_convnet(seed=1), PICORE64, bits=8).write(small)   # 5 outputs
     r = CliRunner().invoke(main_run, [str(small), "--data", "digits", "--limit", "12",
                                       "--attack", "fgsm"])
-    assert r.exit_code != 0 and "outputs" in str(r.exception)
+    # digits labels 0..9 against 5 output classes: refused before any attack runs
+    assert r.exit_code != 0 and "5 output classes" in str(r.exception)
 
 
 def test_cli_compare(tmp_path):

@@ -9,9 +9,9 @@ from factories import make_convnet, make_mlp, random_net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler import compile_model
 from compiler.chip import PICORE64
 from compiler.errors import SimulationError
+from frontends import compile_model
 from runtime.engines.tick import dense_rows, run_payloads, tables
 from runtime.image import from_sections
 from runtime.lab import noise

@@ -10,9 +10,10 @@ from factories import make_convnet, make_mlp, random_net
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler import compile_model, reference
+from compiler import reference
 from compiler.chip import PICORE64
 from compiler.encoding import encode
+from frontends import compile_model
 from runtime.engines.tick import dense_rows, run_payloads
 from runtime.image import from_sections
 from runtime.lab.twin import SURROGATES, Twin, bridge, csr_to_rows, encode_payloads, rows_to_csr
