@@ -248,8 +248,9 @@ def spec_from_dict(data, where: str, *, complete: bool = False) -> ChipSpec:
     """Build a validated :class:`ChipSpec` from a parsed TOML/JSON mapping.
 
     Missing keys take PICORE64's value unless ``complete`` (a chip.bin's META must list every
-    field: its digest covers all of them). Unknown keys, wrong types (``true`` is not an
-    integer) and out-of-range values raise :class:`SpecError` naming ``where``.
+    field its digest covers: all but the TRAINING_FIELDS at their defaults). Unknown keys,
+    wrong types (``true`` is not an integer) and out-of-range values raise :class:`SpecError`
+    naming ``where``.
     """
     if not isinstance(data, dict):
         raise SpecError(f"{where}: a chip spec must be a table/object, got {type(data).__name__}")
@@ -258,7 +259,9 @@ def spec_from_dict(data, where: str, *, complete: bool = False) -> ChipSpec:
     if unknown:
         raise SpecError(f"{where}: unknown keys {unknown[:10]}",
                         f"known keys: {', '.join(sorted(fields))}")
-    missing = sorted(set(fields) - set(data))
+    # training-engine fields are optional even in META: at their defaults they are left out
+    # of META and the digest (ChipSpec.to_dict), so images written before them stay valid
+    missing = sorted(set(fields) - set(data) - set(TRAINING_FIELDS))
     if complete and missing:
         raise SpecError(f"{where}: missing keys {missing}")
     kwargs = {}

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from compiler.cliutil import debug_option, echo_json
+from compiler.cliutil import POSITIVE, SEED, TIMESTEPS, debug_option, echo_json
 from compiler.errors import SnnError
 from runtime.cli.common import ENCODINGS
 
@@ -35,35 +35,42 @@ def _layers(text: str | None):
               help="Training data: its train split trains, its test split measures accuracy "
                    "(digits | npz:FILE | mnist:DIR | cifar10:DIR).")
 @click.option("--test-data", default=None, help="Evaluation data (default: --data, test split).")
-@click.option("--limit", type=int, default=None, help="First N training samples.")
-@click.option("--test-limit", type=int, default=None, help="First N evaluation samples.")
+@click.option("--limit", type=POSITIVE, default=None, help="First N training samples.")
+@click.option("--test-limit", type=POSITIVE, default=None, help="First N evaluation samples.")
 @click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False),
               help="Tuned chip.bin to write.")
-@click.option("--epochs", default=5, show_default=True,
+@click.option("--epochs", type=POSITIVE, default=5, show_default=True,
               help="Passes over the data (federated: rounds x --local-epochs).")
-@click.option("--lr", default=0.002, show_default=True,
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True, max=1e3), default=0.002,
+              show_default=True,
               help="Step size relative to each matrix's largest weight (cosine decay).")
-@click.option("--momentum", default=0.9, show_default=True)
-@click.option("--batch", default=32, show_default=True, help="Samples per training step.")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9,
+              show_default=True)
+@click.option("--batch", type=POSITIVE, default=32, show_default=True,
+              help="Samples per training step.")
 @click.option("--layers", default=None, help="Comma list of layers to train (default: all).")
 @click.option("--rounding", type=click.Choice(["nearest", "stochastic"]), default="nearest",
               show_default=True, help="FP16 shadow -> crossbar integer rounding.")
 @click.option("--surrogate", type=click.Choice(["triangle", "atan", "sigmoid", "pdsg"]),
               default="triangle", show_default=True)
-@click.option("--workers", default=1, show_default=True, help="Chips (federated workers).")
+@click.option("--workers", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Chips (federated workers).")
 @click.option("--federated", is_flag=True, help="FedAvg across --workers chips.")
 @click.option("--non-iid", is_flag=True, help="Shards by label (two label blocks per chip).")
-@click.option("--local-epochs", default=1, show_default=True, help="Epochs per round.")
-@click.option("--mismatch", type=float, default=None,
+@click.option("--local-epochs", type=POSITIVE, default=1, show_default=True,
+              help="Epochs per round.")
+@click.option("--mismatch", type=click.FloatRange(min=0, max=10), default=None,
               help="Train a chip instance with relative mismatch zeta (hardware in the loop).")
 @click.option("--mismatch-on", default="weights", show_default=True,
               help="Comma list of weights,thresholds,leak.")
 @click.option("--mismatch-domain", type=click.Choice(["digital", "analog"]), default="digital",
               show_default=True)
-@click.option("--instance-seed", default=0, show_default=True, help="Seed of the chip instance.")
-@click.option("--timesteps", "-T", type=int, default=None, help="Input steps (default: META).")
+@click.option("--instance-seed", type=SEED, default=0, show_default=True,
+              help="Seed of the chip instance.")
+@click.option("--timesteps", "-T", type=TIMESTEPS, default=None,
+              help="Input steps (default: META).")
 @click.option("--encoding", type=click.Choice(ENCODINGS), default=None)
-@click.option("--seed", default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seed of shuffling, shards, stochastic rounding and encodings.")
 @click.option("--check", is_flag=True,
               help="Verify the written image bit-exact against compiler/reference.py.")
