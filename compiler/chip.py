@@ -60,6 +60,15 @@ class ChipSpec:
     e_neuron_pj: float = 5.0         # per logical neuron update per tick
     e_hop_pj: float = 3.0            # per packet per on-chip link
     e_interchip_pj: float = 30.0     # per packet per inter-chip link
+    # --- on-chip training engines (docs/chip.md 'On-chip training'; TRAINING_FIELDS) ----------
+    fp_macs_per_cycle: int = 16      # FP engine: FP16 MACs per cycle per core (forward + traces)
+    bp_macs_per_cycle: int = 16      # BP engine: FP16 MACs per cycle per core (delta through W^T)
+    wg_macs_per_cycle: int = 16      # WG engine: FP16 MACs per cycle per core (dW += delta x s)
+    train_neuron_flops: int = 4      # FP16 ops per neuron per step in each of FP and BP
+    train_tflops_per_w: float = 1.05   # FP16 energy efficiency of the engines (energy calibration)
+    train_buffer_bytes: int = 262144   # on-chip training buffer per core (traces, grads, shadow)
+    dram_bytes_per_cycle: int = 16   # DRAM bandwidth per chip (spills stall the step)
+    e_dram_pj_per_byte: float = 20.0  # DRAM access energy
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -104,15 +113,33 @@ class ChipSpec:
         return max(0, math.ceil(math.log2(blocks)))
 
     def to_dict(self) -> dict:
+        """Every field, except training-engine fields at their default values: those enter
+        META and the digest only when a spec changes them, so every chip.bin written before
+        they existed keeps its digest (and images without them stay valid)."""
         d = dataclasses.asdict(self)
         d["weight_widths"] = list(self.weight_widths)
+        for k in TRAINING_FIELDS:
+            if d[k] == _TRAINING_DEFAULTS[k]:
+                del d[k]
         return d
+
+    @property
+    def e_flop_pj(self) -> float:
+        """Energy of one FP16 FLOP of the training engines: 1 / (TFLOPS/W) pJ."""
+        return 1.0 / self.train_tflops_per_w
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON of every field: identifies the chip a binary targets."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
+
+#: the on-chip training fields (optional in META; see ChipSpec.to_dict)
+TRAINING_FIELDS = ("fp_macs_per_cycle", "bp_macs_per_cycle", "wg_macs_per_cycle",
+                   "train_neuron_flops", "train_tflops_per_w", "train_buffer_bytes",
+                   "dram_bytes_per_cycle", "e_dram_pj_per_byte")
+_TRAINING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ChipSpec)
+                      if f.name in TRAINING_FIELDS}
 
 PICORE64 = ChipSpec()
 BUILTIN_SPECS = {"picore64": PICORE64}
@@ -221,8 +248,9 @@ def spec_from_dict(data, where: str, *, complete: bool = False) -> ChipSpec:
     """Build a validated :class:`ChipSpec` from a parsed TOML/JSON mapping.
 
     Missing keys take PICORE64's value unless ``complete`` (a chip.bin's META must list every
-    field: its digest covers all of them). Unknown keys, wrong types (``true`` is not an
-    integer) and out-of-range values raise :class:`SpecError` naming ``where``.
+    field its digest covers: all but the TRAINING_FIELDS at their defaults). Unknown keys,
+    wrong types (``true`` is not an integer) and out-of-range values raise :class:`SpecError`
+    naming ``where``.
     """
     if not isinstance(data, dict):
         raise SpecError(f"{where}: a chip spec must be a table/object, got {type(data).__name__}")
@@ -231,7 +259,9 @@ def spec_from_dict(data, where: str, *, complete: bool = False) -> ChipSpec:
     if unknown:
         raise SpecError(f"{where}: unknown keys {unknown[:10]}",
                         f"known keys: {', '.join(sorted(fields))}")
-    missing = sorted(set(fields) - set(data))
+    # training-engine fields are optional even in META: at their defaults they are left out
+    # of META and the digest (ChipSpec.to_dict), so images written before them stay valid
+    missing = sorted(set(fields) - set(data) - set(TRAINING_FIELDS))
     if complete and missing:
         raise SpecError(f"{where}: missing keys {missing}")
     kwargs = {}

@@ -14,6 +14,7 @@ robustness lab, reports)::
     rows = snnc.sweep(image, x, y, "mismatch", [0.1, 0.3], samples=100)
     cert = snnc.certify(image, x, y, [0.001, 0.004])
     hist = snnc.train(model, x_train, y_train, snnc.TrainConfig(epochs=10))
+    tuned, rep = snnc.train_chip(image, x_new, y_new, epochs=3)   # on-chip fine-tuning
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from runtime.image import load as _load_image
 from snnc._version import __version__
 
 __all__ = ["__version__", "load_model", "compile", "load", "run", "run_payloads", "attack",
-           "sweep", "certify", "train", "Trainer", "TrainConfig", "export_onnx", "export_nir",
+           "sweep", "certify", "train", "train_chip", "Trainer", "TrainConfig", "export_onnx",
+           "export_nir",
            "ChipSpec", "PICORE64", "load_spec", "ChipImage", "RunResult", "Program", "Graph",
            "SnnError", "errors", "layers", "datasets", "encodings"]
 
@@ -184,3 +186,22 @@ def certify(image, x, y, zetas, *, encoding: str | None = None, timesteps: int |
     img = _image(image)
     payloads, _, _ = _payloads(img, x, encoding, timesteps, seed)
     return _certify(img, payloads, np.asarray(y), zetas, **kw)
+
+
+def train_chip(image, x, y, x_test=None, y_test=None, *, output=None, **kw):
+    """Fine-tune a deployed chip image *on chip* -> ``(tuned ChipImage, report)``.
+
+    Surrogate-gradient BPTT through the bit-exact twin (optionally a mismatch instance:
+    ``mismatch=0.5, instance_seed=S``), FP16 shadow weights re-quantised to the crossbar widths,
+    federated averaging with ``workers=K, federated=True``; the report holds accuracy before and
+    after (measured on the runtime with ``x_test``/``y_test``, default the training data) and
+    the per-engine cost (:func:`runtime.lab.onchip.train`, options of
+    :class:`runtime.lab.onchip.OnChipConfig`). ``output``: also write the tuned chip.bin.
+    Not to be confused with :func:`train`, the PyTorch training library."""
+    from runtime.lab.onchip import image_sections
+    from runtime.lab.onchip import train as _train
+    tuned, rep = _train(_image(image), np.asarray(x), np.asarray(y), x_test, y_test, **kw)
+    if output is not None:
+        from compiler.backend import binfmt
+        binfmt.write(output, image_sections(tuned), tuned.spec_digest)
+    return tuned, rep

@@ -21,6 +21,7 @@ from compiler.cliutil import (
 from compiler.errors import SnnError
 from runtime.cli.common import ENCODINGS, RunContext, check_bit_exact, parse_list  # noqa: F401
 from runtime.cli.compare import compare_cmd
+from runtime.cli.train import train_cmd
 from snnc._version import __version__
 
 
@@ -97,7 +98,8 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     --certify it evaluates device non-idealities over chip instances; with --attack it attacks
     the deployed network. Otherwise it runs, reports and (--check) verifies bit-exactness.
     `snnrun compare --help`: the seed papers' table forms (encodings x attack strength,
-    quantization, algorithm- vs hardware-level attacks).
+    quantization, algorithm- vs hardware-level attacks). `snnrun train --help`: fine-tune the
+    deployed image on chip (FP16 shadow weights, federated learning across chips).
     """
     from compiler import encoding as enc
     from frontends.datasets import check_labels, load_dataset
@@ -183,7 +185,7 @@ def _noise_mode(params: dict) -> bool:
                                        "dead_cores", "worst_case", "landscape", "certify"))
 
 
-SUBCOMMANDS: dict = {"compare": compare_cmd}
+SUBCOMMANDS: dict = {"compare": compare_cmd, "train": train_cmd}
 
 
 def main() -> None:

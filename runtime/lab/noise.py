@@ -323,6 +323,15 @@ class Mismatch:
         n_b = _shared(rng.standard_normal(n_groups), grp)
         return n_w, n_th, n_lk, n_b
 
+    def weight_gain(self, image, seed: int, index: int) -> np.ndarray | None:
+        """Per crossbar cell (dense-rows layout) the factor ``1 + zeta N`` this instance applies
+        to whatever weight is programmed there (None when weights are not perturbed): a chip
+        keeps its mismatch when it is reprogrammed (runtime.lab.onchip)."""
+        if "weights" not in self.on:
+            return None
+        n_w = self.draws(image, _layout(image).wrow.size, seed, index)[0]
+        return 1.0 + float(self.zeta) * n_w
+
     def apply(self, image, inst: ChipInstance, seed: int, index: int) -> ChipInstance:
         spec = image.spec
         n_w, n_th, n_lk, n_b = self.draws(image, inst.wrow.size, seed, index)
@@ -330,7 +339,7 @@ class Mismatch:
         z = float(self.zeta)
         wrow, regs = inst.wrow, {}
         if "weights" in self.on:
-            w = np.asarray(inst.wrow, np.float64) * (1.0 + z * n_w)
+            w = np.asarray(inst.wrow, np.float64) * (1.0 + z * n_w)   # == weight_gain()
             wrow = w if analog else quantize_weights(image, w)
         if "bias" in self.on:
             b = inst.reg(image, "bias").astype(np.float64) * (1.0 + z * n_b)

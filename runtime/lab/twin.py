@@ -212,26 +212,37 @@ def surrogate_derivative(u: torch.Tensor, kind: str, alpha: float,
     return surrogate_grad(u, kind, alpha)
 
 
+def fp16(t: torch.Tensor) -> torch.Tensor:
+    """Round to IEEE binary16 (round to nearest even, overflow to inf) and back to float64."""
+    return t.to(torch.float16).to(t.dtype)
+
+
 class _Spike(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, kind, alpha, sigma):
+    def forward(ctx, u, kind, alpha, sigma, half=False):
         ctx.save_for_backward(u, sigma if sigma is not None else torch.empty(0))
-        ctx.kind, ctx.alpha, ctx.has_sigma = kind, alpha, sigma is not None
+        ctx.kind, ctx.alpha, ctx.has_sigma, ctx.half = kind, alpha, sigma is not None, half
         return (u >= 0).to(u.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         u, sigma = ctx.saved_tensors
+        if ctx.half:   # the BP engine: FP16 membrane trace, FP16 surrogate derivative and delta
+            d = fp16(surrogate_derivative(fp16(u), ctx.kind, ctx.alpha,
+                                          sigma if ctx.has_sigma else None))
+            return fp16(fp16(grad) * d), None, None, None, None
         d = surrogate_derivative(u, ctx.kind, ctx.alpha, sigma if ctx.has_sigma else None)
-        return grad * d, None, None, None
+        return grad * d, None, None, None, None
 
 
 def spike(u: torch.Tensor, kind: str = "atan", alpha: float | None = None,
-          sigma: torch.Tensor | None = None) -> torch.Tensor:
-    """Heaviside ``u >= 0`` with the named surrogate derivative in backward."""
+          sigma: torch.Tensor | None = None, half: bool = False) -> torch.Tensor:
+    """Heaviside ``u >= 0`` with the named surrogate derivative in backward (``half``: the
+    trace ``u``, the derivative and the outgoing gradient rounded to FP16, see :func:`fp16`)."""
     if kind not in SURROGATES:
         raise SimulationError(f"unknown surrogate '{kind}'", f"use one of {', '.join(SURROGATES)}")
-    return _Spike.apply(u, kind, DEFAULT_ALPHA[kind] if alpha is None else float(alpha), sigma)
+    return _Spike.apply(u, kind, DEFAULT_ALPHA[kind] if alpha is None else float(alpha), sigma,
+                        bool(half))
 
 
 def _ste(exact: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
@@ -249,6 +260,7 @@ class TwinState:
     spikes: dict[str, torch.Tensor]
     v: dict[str, torch.Tensor]
     counts: dict[str, torch.Tensor]
+    u: dict[str, torch.Tensor] | None = None   # pre-reset threshold-relative potentials [T, B, n]
 
     def rates(self) -> dict[str, np.ndarray]:
         """Time-averaged firing rates per layer, numpy [B, n]."""
@@ -266,6 +278,8 @@ class _Src:
     vals: torch.Tensor           # float64 values in CSR data order
     mat: sp.csr_matrix | None = None     # cached W^T (scipy) for the default values
     mat_t: sp.csr_matrix | None = None   # and W (for the backward pass)
+    t_indptr: np.ndarray | None = None   # CSR structure of W^T (the idx_t order), for wvals
+    t_indices: np.ndarray | None = None
 
 
 class _SpMM(torch.autograd.Function):
@@ -280,6 +294,47 @@ class _SpMM(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return torch.from_numpy(np.asarray(ctx.w @ grad.detach().contiguous().numpy())), None, None
+
+
+class _SpMMV(torch.autograd.Function):
+    """``W^T @ x`` with the nonzero values of ``W`` as a differentiable input (weight attacks,
+    on-chip training): forward through scipy CSR (exact float64 sums), backward to ``x`` through
+    ``W`` and to the values as the sampled product ``(grad @ x^T)[neuron, source]`` (one dense
+    GEMM when the layer's dense size is modest, a gather over the nonzeros otherwise)."""
+
+    DENSE_MAX = 1 << 23      # n * n_src cells up to which the dense GEMM path is used
+
+    @staticmethod
+    def forward(ctx, vals_t, x, src):
+        n, n_src = src.shape[1], src.shape[0]
+        if src.t_indptr is None:
+            rows_t = src.idx_t[0].numpy()
+            src.t_indptr = np.concatenate([[0], np.cumsum(np.bincount(rows_t, minlength=n))])
+            src.t_indices = src.idx_t[1].numpy().copy()
+        wt = sp.csr_matrix((vals_t.detach().numpy(), src.t_indices, src.t_indptr),
+                           shape=(n, n_src))
+        xd = x.detach().numpy()
+        ctx.wt, ctx.src, ctx.xd = wt, src, xd
+        return torch.from_numpy(np.asarray(wt @ xd))
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = grad.detach().contiguous().numpy()
+        src, xd = ctx.src, ctx.xd
+        gx = torch.from_numpy(np.asarray(ctx.wt.T @ g))
+        r, c = src.idx_t[0].numpy(), src.idx_t[1].numpy()
+        n, n_src = src.shape[1], src.shape[0]
+        nz = np.count_nonzero(xd)
+        if nz * n <= (xd.size * n) // 4 and n * n_src <= _SpMMV.DENSE_MAX:
+            gv = np.asarray(sp.csr_matrix(xd) @ g.T)[c, r]     # sparse spikes: nnz(x) * n
+        elif n * n_src <= _SpMMV.DENSE_MAX:
+            gv = (g @ xd.T)[r, c]
+        else:
+            gv = np.empty(r.size)
+            for i in range(0, r.size, 1 << 16):
+                gv[i:i + (1 << 16)] = np.einsum("eb,eb->e", g[r[i:i + (1 << 16)]],
+                                                xd[c[i:i + (1 << 16)]])
+        return torch.from_numpy(gv), gx, None
 
 
 def _col(a, n) -> torch.Tensor:
@@ -302,6 +357,8 @@ class Twin(nn.Module):
         self.alpha = DEFAULT_ALPHA[surrogate] if alpha is None else float(alpha)
         self.image = image
         self._links = None
+        self.half_backward = False   # FP16 traces/deltas in backward (runtime.lab.onchip)
+        self._rec_u = None
         if graph is None:
             if image is None:
                 raise SimulationError("Twin needs a chip image or a graph")
@@ -437,9 +494,7 @@ class Twin(nn.Module):
             if v.numel() != s.vals.numel():
                 raise SimulationError(f"wvals{s.key}: {v.numel()} values, expected "
                                       f"{s.vals.numel()}")
-            wt = torch.sparse_coo_tensor(s.idx_t, v.to(_F64)[s.perm], (s.shape[1], s.shape[0]),
-                                         is_coalesced=True, check_invariants=False)
-            return torch.sparse.mm(wt, a)
+            return _SpMMV.apply(v.to(_F64)[s.perm], a, s)
         if s.mat is None:
             inv = torch.argsort(s.perm).numpy()
             rows, cols = s.idx_t[1].numpy()[inv], s.idx_t[0].numpy()[inv]   # CSR order of W
@@ -468,7 +523,9 @@ class Twin(nn.Module):
             sd = var.clamp_min(0).sqrt()
             sd = torch.where((sd > 0) & torch.isfinite(sd), sd, torch.ones_like(sd))
             sigma = sd[ch].reshape(-1, 1).expand_as(u)
-        return spike(u, self.surrogate, self.alpha, sigma), th_safe, stats
+        if self._rec_u is not None:
+            self._rec_u.append(u.detach())
+        return spike(u, self.surrogate, self.alpha, sigma, self.half_backward), th_safe, stats
 
     def _int_step(self, v, cur, P, stats):
         lm = P["leak_mode"]
@@ -549,13 +606,18 @@ class Twin(nn.Module):
                     if (name, k) in regs:
                         P[k] = regs[(name, k)].to(_F64).reshape(n, 1)
                 layers.append((name, n, srcs, P))
+        us = {name: [] for name in self.layer_names} if return_state else None
         for t in range(T):
             act = {self.input_name: x[t].transpose(0, 1)}
             for name, n, srcs, P in layers:
                 cur = torch.zeros(n, B, dtype=_F64)
                 for s in srcs:
                     cur = cur + self._matmul(s, wvals, act[s.name])
-                v[name], sp_, stats[name] = step(v[name], cur, P, stats[name])
+                self._rec_u = us[name] if return_state else None
+                try:
+                    v[name], sp_, stats[name] = step(v[name], cur, P, stats[name])
+                finally:
+                    self._rec_u = None
                 counts[name] = counts[name] + sp_
                 act[name] = sp_
                 if return_state:
@@ -570,7 +632,8 @@ class Twin(nn.Module):
             return scores
         st = TwinState(spikes={k: torch.stack(s) for k, s in spikes.items()},
                        v={k: val.transpose(0, 1) for k, val in v.items()},
-                       counts={k: c.transpose(0, 1) for k, c in counts.items()})
+                       counts={k: c.transpose(0, 1) for k, c in counts.items()},
+                       u={k: torch.stack(x).transpose(1, 2) for k, x in us.items() if x})
         return scores, st
 
     def logits(self, x: torch.Tensor, wvals: dict | None = None,

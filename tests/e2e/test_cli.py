@@ -175,3 +175,36 @@ def test_load_validates_semantics(chip, tmp_path):
     with pytest.raises(BinaryFormatError, match="route entry|outside|holds no core"):
         load(p)
     assert os.path.exists(p)
+
+
+def test_snnrun_train_json_keys_and_bit_exact(chip, tmp_path):
+    out = tmp_path / "tuned.bin"
+    d = json.loads(run("snnrun", "train", chip, "--data", "digits", "--limit", "48",
+                       "--test-limit", "24", "--epochs", "1", "-o", out, "--json",
+                       "--report", tmp_path / "rep", "--plots", "--quiet").stdout)
+    assert list(d)[:6] == ["accuracy_before", "accuracy_after", "epochs", "workers", "rounds",
+                           "cost"]
+    assert {"cycles", "energy_uj", "dram_bytes", "fp_cycles", "bp_cycles", "wg_cycles",
+            "gpu_dram_bytes_estimate"} <= set(d["cost"])
+    assert d["epochs"] == 1 and d["workers"] == 1 and d["rounds"] is None
+    assert {"report.json", "report.md", "accuracy.png", "cost.png"} <= {
+        p.name for p in (tmp_path / "rep").iterdir()}
+    chk = json.loads(run("snnrun", out, "--limit", "24", "--check", "--json").stdout)
+    assert chk["bit_exact"] is True
+    assert chk["accuracy"] == d["accuracy_after"]
+    assert load(out).meta["source"]["image"]["path"] == Path(chip).name
+    fed = json.loads(run("snnrun", "train", chip, "--limit", "40", "--test-limit", "10",
+                         "--epochs", "2", "--workers", "2", "--federated", "--non-iid",
+                         "-o", tmp_path / "fed.bin", "--json", "--quiet").stdout)
+    assert fed["workers"] == 2 and fed["rounds"] == 2
+    assert fed["cost"]["communication_bytes"] > 0
+
+
+def test_snnrun_train_bad_options(chip, tmp_path):
+    for args in (["--workers", "3"],):
+        p = run("snnrun", "train", chip, "--limit", "8", "-o", tmp_path / "x.bin", *args,
+                ok=False)
+        assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+        assert not (tmp_path / "x.bin").exists()
+    p = run("snnrun", "train", chip, "-o", chip, ok=False)
+    assert p.returncode != 0 and "overwrite" in p.stderr
