@@ -777,7 +777,12 @@ def tuned_image(image, rows: np.ndarray, source: dict | None = None):
     xbar = np.concatenate(parts).astype(np.uint8) if parts else np.zeros(0, np.uint8)
     if xbar.size != a["xbar"].size:
         raise SimulationError("re-packed crossbar changed size (placement must not change)")
-    sections = {k: v for k, v in a.items()}
+    # on-chip training updates every cell on its own: cells that held one trained parameter
+    # (one conv kernel weight) no longer agree, so the logical-layer descriptors (op_*
+    # sections) no longer describe the crossbars. Drop them: the tuned image runs on the tick
+    # engine, and per-parameter mismatch needs a recompiled model (docs/runtime.md).
+    dropped = sorted(k for k in a if k.startswith("op_"))
+    sections = {k: v for k, v in a.items() if not k.startswith("op_")}
     sections["xbar"] = xbar
     meta = copy.deepcopy(image.meta)
     parent = {"path": Path(image.path).name}
@@ -785,6 +790,8 @@ def tuned_image(image, rows: np.ndarray, source: dict | None = None):
         parent["sha256"] = file_sha256(image.path)
     meta["source"] = {"kind": "on-chip training", "image": parent,
                       "model": image.meta.get("source", {}), **(source or {})}
+    if dropped:
+        meta["source"]["dropped_sections"] = dropped
     sections["meta"] = meta
     return from_sections(sections, image.spec_digest)
 

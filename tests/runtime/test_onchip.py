@@ -152,10 +152,14 @@ def test_tuned_image_every_width(image, data, tmp_path):
     tuned, rep = train(image, x, y, epochs=2, batch=16, lr=0.05, seed=1)
     w = int(image.a["core_w"][0])
     assert {"accuracy_before", "accuracy_after", "epochs", "workers", "rounds", "cost"} <= set(rep)
-    # same placement, routes and registers: only the crossbar bits and META change
+    # same placement, routes and registers: only the crossbar bits and META change; the
+    # logical-layer descriptors (op_*) no longer describe per-cell-trained crossbars: dropped
     for k, v in image.a.items():
-        if k != "xbar":
+        if k != "xbar" and not k.startswith("op_"):
             np.testing.assert_array_equal(tuned.a[k], v, k)
+    assert not any(k.startswith("op_") for k in tuned.a)
+    assert tuned.meta["source"]["dropped_sections"] == sorted(
+        k for k in image.a if k.startswith("op_"))
     _, rows = dense_rows(tuned)
     lo, hi = image.spec.weight_range(w)
     assert rows.min() >= lo and rows.max() <= hi
