@@ -102,7 +102,6 @@ def vgg_native(channels=VGG9_SEED_CHANNELS, fc=SEED_FC, classes=10, in_ch=3, hw=
     still takes hw x hw images (the compiler composes that pool into conv1; a cheap reduced-size
     variant for quick runs).
     """
-    import torch.nn as nn
 
     from frontends.native.layers import IF as NIF
     from frontends.native.layers import LIF as NLIF

@@ -157,7 +157,8 @@ def recalibrate_bn(trainer, x, limit: int = 2048) -> None:
     ``limit``) training images, forward in train mode without augmentation. After a short
     run the exponential running averages are far from the population statistics, and the
     folded (deployed) network would inherit that error."""
-    bns = [m for m in trainer.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in trainer.model.modules()
+           if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
     saved = [m.momentum for m in bns]
