@@ -73,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bits", default="4,8", help="snn: QAT weight widths, e.g. 4,8")
     p.add_argument("--act", choices=("relu", "qcfs"), default="qcfs", help="ann: activation")
     p.add_argument("--qcfs-levels", type=int, default=8, help="ann: QCFS quantization levels L")
+    p.add_argument("--convert-bits", type=int, choices=(1, 2, 4, 8), default=None,
+                   help="ann: weight width in the printed compile command (default 8 for vgg5, "
+                        "4 for vgg9: the seed-width VGG9 needs more than 64 chips at 8 bits)")
     p.add_argument("--width", type=float, default=1.0,
                    help="multiplier on every conv width and the FC width (1 = seed widths)")
     p.add_argument("--fc", type=int, default=None,
@@ -212,6 +215,9 @@ def main(argv=None) -> dict:
                "augment": a.augment, "seed": a.seed, "models": []}
     if a.method == "ann":
         summary.update(act=a.act, qcfs_levels=a.qcfs_levels if a.act == "qcfs" else None)
+        if a.act == "relu":
+            log("note: a ReLU ANN is converted with percentile thresholds from --calib; it needs "
+                "more time steps than QCFS (the printed command uses T=16)")
         t0 = time.perf_counter()
         trainer = Trainer(model, cfg(a.epochs, a.lr, f"{tag}_train"), ann=True, method=method)
         trainer.fit(tr.x, tr.y)
@@ -265,9 +271,10 @@ def commands(a, onnx: Path, bits: int | None) -> list[str]:
     """The snnc / snnrun commands that deploy and evaluate ``onnx`` (README.md, step 2-4)."""
     chip = onnx.with_suffix(".bin")
     q = shlex.quote
-    if bits is None:        # ANN: conversion at T = QCFS L (or 16 for ReLU), 8-bit weights
+    if bits is None:        # ANN: conversion at T = QCFS L (16 for ReLU), --convert-bits
         T = a.qcfs_levels if a.act == "qcfs" else 16
-        comp = (f"snnc compile {q(str(onnx))} --calib {q(a.data)} --timesteps {T} --bits 8 "
+        bits = a.convert_bits or (4 if a.net == "vgg9" else 8)
+        comp = (f"snnc compile {q(str(onnx))} --calib {q(a.data)} --timesteps {T} --bits {bits} "
                 f"--chips auto -o {q(str(chip))}")
     else:
         comp = (f"snnc compile {q(str(onnx))} --bits {bits} --per-channel "
