@@ -84,13 +84,24 @@ def vgg5_seed(seed=0, hw=32, bits=4, **kw) -> Graph:
     return vgg9(seed=seed, channels=VGG5_SEED_CHANNELS, hw=hw, fc=SEED_FC, bits=bits, **kw)
 
 
+def scale_channels(channels, width: float):
+    """``channels`` with every conv width multiplied by ``width`` (at least 1; 'P' kept)."""
+    return tuple(c if c == "P" else max(1, int(round(c * width))) for c in channels)
+
+
 def vgg_native(channels=VGG9_SEED_CHANNELS, fc=SEED_FC, classes=10, in_ch=3, hw=32,
-               neuron="if", batchnorm=True, v_threshold=1.0):
+               neuron="if", batchnorm=True, v_threshold=1.0, input_pool=1):
     """The same VGG as a trainable torch module of native layers (frontends.native.layers):
     Conv3x3(pad 1) [+ BatchNorm] + IF/LIF per conv, AvgPool2d(2) for 'P', then FC fc + neuron,
     FC classes + neuron (the readout). Train it with the training library (BPTT, QAT), export
-    with snnc's native converter (``frontends.native.to_graph``) or ONNX (``export_onnx``)."""
-    import torch.nn as nn
+    with snnc's native converter (``frontends.native.to_graph``) or ONNX (``export_onnx``).
+
+    Module names follow the benchmark graphs (conv1, bn1, if1, pool1, ..., flat, fc1, if_fc1,
+    fc2, out), so the chip's layer names are readable. ``input_pool`` > 1 puts an
+    AvgPool2d(input_pool) first ('pool0'): the network runs at hw / input_pool while the chip
+    still takes hw x hw images (the compiler composes that pool into conv1; a cheap reduced-size
+    variant for quick runs).
+    """
 
     from frontends.native.layers import IF as NIF
     from frontends.native.layers import LIF as NLIF
@@ -99,19 +110,62 @@ def vgg_native(channels=VGG9_SEED_CHANNELS, fc=SEED_FC, classes=10, in_ch=3, hw=
         return NLIF(v_threshold=v_threshold, beta=0.9) if neuron == "lif" else NIF(
             v_threshold=v_threshold)
 
-    mods, c, size = [], in_ch, hw
+    return _vgg_modules(channels, fc, classes, in_ch, hw, batchnorm, input_pool, nrn, "if",
+                        "out")
+
+
+def vgg_ann(channels=VGG9_SEED_CHANNELS, fc=SEED_FC, classes=10, in_ch=3, hw=32,
+            act="relu", batchnorm=True, input_pool=1, L=8, lam=4.0):
+    """The VGG as an ANN for ANN -> SNN conversion: the layout of :func:`vgg_native` with
+    ReLU (``act='relu'``) or QCFS(L, lam) (``act='qcfs'``, frontends.training.qcfs) activations
+    and a plain Linear readout (logits). Export with ``frontends.training.qcfs.export_ann``
+    (QCFS -> Clip(0, lambda)) and convert with ``snnc compile ANN.onnx --calib DATA``."""
+    import torch.nn as nn
+
+    if act not in ("relu", "qcfs"):
+        raise ValueError(f"act must be 'relu' or 'qcfs', got {act!r}")
+
+    def nrn():
+        if act == "relu":
+            return nn.ReLU()
+        from frontends.training.qcfs import QCFS
+        return QCFS(L=L, lam=lam)
+
+    return _vgg_modules(channels, fc, classes, in_ch, hw, batchnorm, input_pool, nrn, "act",
+                        None)
+
+
+def _vgg_modules(channels, fc, classes, in_ch, hw, batchnorm, input_pool, nrn, act, out):
+    from collections import OrderedDict
+
+    import torch.nn as nn
+
+    mods, c, size, k, p = [], in_ch, hw, 0, 0
+    if input_pool > 1:
+        if hw % input_pool:
+            raise ValueError(f"input_pool {input_pool} does not divide the input size {hw}")
+        mods.append(("pool0", nn.AvgPool2d(input_pool)))
+        size //= input_pool
     for ch in channels:
         if ch == "P":
-            mods.append(nn.AvgPool2d(2))
+            p += 1
+            mods.append((f"pool{p}", nn.AvgPool2d(2)))
             size //= 2
             continue
-        mods.append(nn.Conv2d(c, ch, 3, padding=1, bias=not batchnorm))
+        k += 1
+        mods.append((f"conv{k}", nn.Conv2d(c, ch, 3, padding=1, bias=not batchnorm)))
         if batchnorm:
-            mods.append(nn.BatchNorm2d(ch))
-        mods.append(nrn())
+            mods.append((f"bn{k}", nn.BatchNorm2d(ch)))
+        mods.append((f"{act}{k}", nrn()))
         c = ch
-    mods += [nn.Flatten(), nn.Linear(c * size * size, fc), nrn(), nn.Linear(fc, classes), nrn()]
-    return nn.Sequential(*mods)
+    if size < 1:
+        raise ValueError(f"input {hw} x {hw} is too small for {channels} "
+                         f"(input_pool {input_pool})")
+    mods += [("flat", nn.Flatten()), ("fc1", nn.Linear(c * size * size, fc)),
+             (f"{act}_fc1", nrn()), ("fc2", nn.Linear(fc, classes))]
+    if out is not None:
+        mods.append((out, nrn()))
+    return nn.Sequential(OrderedDict(mods))
 
 
 def calibrate_thresholds(graph: Graph, x: np.ndarray, target: float = 0.1, T: int = 8,

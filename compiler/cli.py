@@ -39,7 +39,8 @@ def _bits(v: str):
 
 
 def load_calib(spec: str | None, limit: int) -> np.ndarray | None:
-    """--calib digits | FILE.npz -> calibration images [N, C, H, W] in [0, 1]."""
+    """--calib digits | FILE.npz | mnist:DIR | cifar10:DIR -> calibration images [N, C, H, W]
+    in [0, 1] (the train split)."""
     if not spec:
         return None
     from frontends.datasets import calibration_arrays
@@ -180,7 +181,8 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
               help="SQNR bound (dB) for --bits auto.")
 @click.option("--chips", default="auto", show_default=True,
               help="Chips on the board: N, or auto (the smallest board that holds the network).")
-@click.option("--calib", default=None, help="Calibration data: digits or FILE.npz.")
+@click.option("--calib", default=None,
+              help="Calibration data (train split): digits, FILE.npz, mnist:DIR or cifar10:DIR.")
 @click.option("--calib-limit", default=512, show_default=True, type=POSITIVE,
               help="Calibration samples.")
 @click.option("--timesteps", default=8, show_default=True, type=TIMESTEPS,
@@ -617,7 +619,8 @@ def _run_chip(prog, payloads):
 
 @cli.command("convert-report")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--calib", required=True, help="Calibration data: digits or FILE.npz.")
+@click.option("--calib", required=True,
+              help="Calibration data (train split): digits, FILE.npz, mnist:DIR or cifar10:DIR.")
 @click.option("--calib-limit", default=512, show_default=True, type=POSITIVE,
               help="Calibration samples.")
 @click.option("--data", default="digits", show_default=True,
@@ -767,7 +770,8 @@ def _methods_report(model, ann, ds, data, calib, calib_limit, methods, ts, spec,
               help="Output .nir path.")
 @click.option("--dt", default=None, type=FiniteFloat(positive=True),
               help="Time step written to the metadata (default: the model's, else 1.0).")
-@click.option("--calib", default=None, help="ONNX CNN: calibration data (digits or FILE.npz).")
+@click.option("--calib", default=None,
+              help="ONNX CNN: calibration data (digits, FILE.npz, mnist:DIR, cifar10:DIR).")
 @click.option("--calib-limit", default=512, show_default=True, type=POSITIVE,
               help="Calibration samples.")
 @click.option("--timesteps", default=8, show_default=True, type=TIMESTEPS,
