@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from compiler.backend import binfmt
+from compiler.backend import binfmt, layerdesc
 from compiler.backend.emit import unpack_crossbar
 from compiler.chip import HOST_CHIP, ChipSpec
 from compiler.errors import BinaryFormatError
 from compiler.ir.graph import Graph
 from compiler.ir.linear import channels
 from compiler.ir.nodes import IF, Input, Layer, NeuronRegs, Output
+from runtime import kernels
 
 
 class ChipImage:
@@ -136,6 +137,118 @@ class ChipImage:
             core = int(np.searchsorted(a["core_axon_base"], ax, side="right") - 1)
             raise self._bad(f"core {core} axon {ax - int(a['core_axon_base'][core])} is fed by "
                             f"{int(src[ax])} sources (expected exactly 1)")
+        if "op_table" in a:
+            self._check_ops()
+
+    # --- logical-layer descriptors (op_* sections, compiler/backend/layerdesc.py) -----------
+    def _check_ops(self) -> None:
+        """Decode the descriptors and check that they reproduce every crossbar cell: a stale or
+        hostile descriptor must never change a result, so the image is refused otherwise."""
+        hint = ("the layer descriptors (op_* sections) disagree with the crossbars: the file "
+                "was edited or is damaged; recompile it with snnc compile")
+        try:
+            ops = layerdesc.from_sections(self.a, len(self.layers))
+        except layerdesc.DescriptorError as e:
+            raise self._bad(f"layer descriptors: {e}", hint) from e
+        inp = self.meta["input"]
+        names = [L["name"] for L in self.layers]
+        shape = {-1: tuple(inp["shape"])}
+        shape.update({li: tuple(L["shape"]) for li, L in enumerate(self.layers)})
+        seen = {}
+        for k, op in enumerate(ops):
+            L = self.layers[op.layer]
+            src = inp["name"] if op.source < 0 else names[op.source]
+            if (op.layer, op.source) in seen or src not in L["sources"]:
+                raise self._bad(f"layer descriptors: op {k} describes layer '{L['name']}' from "
+                                f"'{src}', which is not one of its (remaining) sources", hint)
+            seen[(op.layer, op.source)] = k
+            if (op.in_shape != layerdesc._shape3(shape[op.source])
+                    or op.out_shape != layerdesc._shape3(shape[op.layer])):
+                raise self._bad(f"layer descriptors: op {k} shapes {op.in_shape} -> "
+                                f"{op.out_shape} do not match layer '{L['name']}'", hint)
+        for li, L in enumerate(self.layers):
+            for src in L["sources"]:
+                si = -1 if src == inp["name"] else names.index(src)
+                if (li, si) not in seen:
+                    raise self._bad(f"layer descriptors: no op for layer '{L['name']}' from "
+                                    f"'{src}'", hint)
+        self._op_lookup = seen
+        self._ops = ops
+        rows = np.ascontiguousarray(self.a["op_table"], dtype=np.int64)
+        index = np.ascontiguousarray(self.a["op_index"], dtype=np.int64)
+        wts = np.ascontiguousarray(self.a["op_weights"], dtype=np.int64)
+        for c in range(self.n_cores):
+            ax_op, elem, nidx = self._core_op_args(c)
+            bad = kernels.op_cells_mismatch(rows, index, wts, ax_op, elem, nidx, self.weights(c))
+            if bad:
+                raise self._bad(f"layer descriptors: {bad} crossbar cells of core {c} (layer "
+                                f"'{self.layers[int(self.a['core_layer'][c])]['name']}') differ "
+                                "from what the descriptors say", hint)
+
+    def _core_op_args(self, c: int):
+        a = self.a
+        pop, elem = self._axon_src
+        a0, a1 = int(a["core_axon_base"][c]), int(a["core_axon_base"][c + 1])
+        n0, n1 = int(a["core_neuron_base"][c]), int(a["core_neuron_base"][c + 1])
+        li = int(a["core_layer"][c])
+        look = self._op_lookup
+        ax_op = np.array([look.get((li, int(p)), -1) for p in pop[a0:a1]], np.int64)
+        return (ax_op, np.ascontiguousarray(elem[a0:a1]),
+                a["neu_index"][n0:n1].astype(np.int64))
+
+    @cached_property
+    def _axon_src(self):
+        return self.axon_sources()
+
+    @property
+    def has_ops(self) -> bool:
+        """Whether the image carries (checked) logical-layer descriptors."""
+        return getattr(self, "_ops", None) is not None
+
+    @property
+    def layer_ops(self) -> list:
+        """The checked descriptors (``compiler.backend.layerdesc.LayerOp``), one per (layer,
+        source) in table order; [] for an image without them."""
+        return list(getattr(self, "_ops", None) or [])
+
+    def ops_of_layer(self, li: int) -> list:
+        return [op for op in self.layer_ops if op.layer == li]
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters (integers of all descriptors; parameter id = index)."""
+        return int(self.a["op_weights"].size) if self.has_ops else 0
+
+    def param_values(self) -> np.ndarray:
+        """The integer value of every parameter id (int8 [n_params])."""
+        self._need_ops()
+        return self.a["op_weights"]
+
+    def param_layer(self) -> np.ndarray:
+        """The layer index of every parameter id (int64 [n_params])."""
+        self._need_ops()
+        out = np.empty(self.n_params, np.int64)
+        for op in self.layer_ops:
+            out[op.param_base:op.param_base + op.weights.size] = op.layer
+        return out
+
+    def cell_params(self, c: int) -> np.ndarray:
+        """Which parameter each crossbar cell of core ``c`` holds: int64 [axons, neurons], the
+        parameter id (index into :meth:`param_values`) or -1 where no synapse is mapped. Cells
+        with equal ids hold the same trained integer (a conv kernel element is shared by every
+        output position and by the inputs of its sum-pool window)."""
+        self._need_ops()
+        ax_op, elem, nidx = self._core_op_args(c)
+        out = np.empty((ax_op.size, nidx.size), np.int64)
+        kernels.op_cell_params(np.ascontiguousarray(self.a["op_table"], dtype=np.int64),
+                               np.ascontiguousarray(self.a["op_index"], dtype=np.int64),
+                               ax_op, elem, nidx, out)
+        return out
+
+    def _need_ops(self) -> None:
+        if not self.has_ops:
+            raise self._bad("the image has no layer descriptors (op_* sections)",
+                            "recompile it with this snnc (`snnc compile`)")
 
     def _resolve(self, pre: str) -> np.ndarray:
         a = self.a

@@ -110,6 +110,10 @@ A known kind must be stored with the dtype its registry entry gives; any other c
 |   32 | in_rt_axon       | u16   | destination axon of each input route entry                   |
 |   33 | in_rt_delay      | u8    | delay in ticks of each input route entry                     |
 |   34 | neu_index        | u32   | index of each neuron within its layer                        |
+|   48 | op_table         | i64   | per layer op: structure row (see Layer descriptors)          |
+|   49 | op_weights       | i8    | integers of every op: parameter id = index here              |
+|   50 | op_index         | u32   | CSR indptr + indices of sparse ops                           |
+|   51 | op_info          | u8    | UTF-8 JSON list: per op its weight node and 'trained'        |
 
 **Meta.** The `meta` section holds the UTF-8 bytes of one JSON object, written with sorted keys,
 `separators=(",", ":")`, non-ASCII characters as UTF-8 (not `\\u` escapes) and no NaN or
@@ -124,6 +128,24 @@ byte k of a row is column 8k + b.
 **Prefix tables.** A `*_base` table of length n + 1 gives element i the half-open range
 `base[i]:base[i+1]` of its entries in the arrays it indexes. Arrays written by snnc are
 one-dimensional.
+
+**Layer descriptors** (kinds 48-51, optional; `compiler/backend/layerdesc.py`). One *op* per
+(layer, source population): the integer operator whose unrolled [n_src, n] matrix is exactly that
+layer's synapses from that source. `op_table` is i64 [ops, 24] with the columns `layer, source
+(-1 = graph input), kind (1 conv, 2 dense, 3 sparse), w_off, w_len, c_in, h_in, w_in, pool_h,
+pool_w, c_out, h_out, w_out, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups,
+idx_off, idx_len` (1-D populations are (n, 1, 1)). Every op first sum-pools its source by
+(pool_h, pool_w) (non-overlapping windows; conv and dense only), then: **conv** applies the
+kernel `op_weights[w_off : w_off + w_len]` of shape [c_out, c_in / groups, kh, kw] with the given
+stride, zero padding, dilation and groups; **dense** multiplies the flattened pooled source by
+the matrix [n_pooled, c_out * h_out * w_out] stored there (row-major); **sparse** is the CSR
+matrix whose `indptr` (n_src + 1 entries) and `indices` are `op_index[idx_off : idx_off +
+idx_len]` and whose data are the op's weights. *Parameter id* p = an index into `op_weights`:
+crossbar cell (axon, neuron) holds parameter p when the op of the axon's source maps that pair to
+entry p. `op_info` (UTF-8 JSON list, one object per op) names the operator node the integers
+came from (`node`) and whether they are that node's trained weight tensor element for element
+(`trained`). The runtime loader checks that the ops reproduce every core's crossbar cell for
+cell and refuses the image otherwise; an image without these sections runs on the tick engine.
 
 No section is mandatory at this level; which ones a runnable image needs, and how they refer to
 each other, is checked by the runtime loader (`runtime/image.py`).
@@ -140,6 +162,7 @@ each other, is checked by the runtime loader (`runtime/image.py`).
 | version | change                                                                         |
 |---------|--------------------------------------------------------------------------------|
 | 1.0     | initial format: header, 64-byte section table entries, kinds 1-34              |
+| 1.1     | logical-layer descriptors, kinds 48-51 (op_table, op_weights, op_index, op_info) |
 
 ## Reading
 
@@ -181,7 +204,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAGIC = b"\x93SNNB\r\n\x00"
-FORMAT_VERSION = (1, 0)
+FORMAT_VERSION = (1, 1)
 
 #: magic, major, minor, section count, ChipSpec sha256 (raw), header CRC32, 12 reserved bytes.
 HEADER_FMT = "<8sHHI32sI12x"
@@ -205,6 +228,7 @@ _CODES: dict[str, int] = {dt.str: code for code, dt in DTYPES.items()}
 
 _u8, _u16, _u32, _u64 = np.dtype("u1"), np.dtype("<u2"), np.dtype("<u4"), np.dtype("<u8")
 _i16, _i32 = np.dtype("<i2"), np.dtype("<i4")
+_i8, _i64 = np.dtype("i1"), np.dtype("<i8")
 
 SECTIONS: dict[str, tuple[int, np.dtype, str]] = {
     "meta": (1, _u8, "UTF-8 JSON object, sorted keys (see Meta below)"),
@@ -241,6 +265,11 @@ SECTIONS: dict[str, tuple[int, np.dtype, str]] = {
     "in_rt_axon": (32, _u16, "destination axon of each input route entry"),
     "in_rt_delay": (33, _u8, "delay in ticks of each input route entry"),
     "neu_index": (34, _u32, "index of each neuron within its layer"),
+    # logical-layer descriptors (format 1.1, compiler/backend/layerdesc.py)
+    "op_table": (48, _i64, "per layer op: structure row (see Layer descriptors)"),
+    "op_weights": (49, _i8, "integers of every op: parameter id = index here"),
+    "op_index": (50, _u32, "CSR indptr + indices of sparse ops"),
+    "op_info": (51, _u8, "UTF-8 JSON list: per op its weight node and 'trained'"),
 }
 KIND_NAMES: dict[int, str] = {kind: name for name, (kind, _, _) in SECTIONS.items()}
 

@@ -15,6 +15,7 @@ import hashlib
 
 import numpy as np
 
+from compiler.backend.layerdesc import build_ops, to_sections
 from compiler.chip import HOST_CHIP, ChipSpec
 from compiler.cliutil import jsonable
 from compiler.ir.graph import Graph
@@ -195,7 +196,17 @@ def emit(graph: Graph, spec: ChipSpec, source: dict | None = None,
                     if isinstance(v, (int, float, str, bool)) or v is None},
     }
     sec["meta"] = jsonable(meta)
+    sec.update(layer_descriptors(graph))
     return sec
+
+
+def layer_descriptors(graph: Graph) -> dict:
+    """The logical-layer descriptor sections (op_*; compiler/backend/layerdesc.py)."""
+    layers = [(li, n, graph.node(n).shape, list(graph.node(n).inputs))
+              for li, n in enumerate(graph.layers)]
+    inp = graph.input_name
+    ops = build_ops(layers, inp, graph.node(inp).input_type, graph.attrs.get("operators") or {})
+    return to_sections(ops)
 
 
 def file_sha256(path) -> str:

@@ -226,3 +226,76 @@ def compose(graph: Graph, target: str, shapes: dict[str, tuple[int, ...]] | None
         m.sort_indices()
         out.append((k, m))
     return out, bias
+
+
+def chain_structure(graph: Graph, target: str, shapes: dict[str, tuple[int, ...]] | None = None,
+                    populations: tuple = (Input, IF)) -> dict[str, dict | None]:
+    """The operator structure of each source's path into ``target`` (chip.bin layer descriptors).
+
+    For every source population that :func:`compose` finds, a dict describing the single path
+    from it to ``target`` when that path is ``SumPool/AvgPool(k == stride, no padding)* ->
+    Flatten* -> [Conv2d | Affine | Linear] -> (BatchNorm | Scale | Flatten)*`` (the pools
+    compose into one sum-pool factor; AvgPool's 1/k^2 lives in the scale), else ``None`` (the
+    backend then describes that input by its matrix alone). Keys: ``op`` ('conv', 'dense' or
+    'pool'), ``node`` (the weight node's name), ``pool`` [ph, pw], ``in_shape`` (the source
+    shape), and for convolutions ``kernel``, ``stride``, ``padding``, ``dilation``, ``groups``,
+    ``out_channels``. Only structure: the integers come from the quantized matrix in the
+    backend, which checks that the structure reproduces it exactly.
+    """
+    shapes = shapes or infer_shapes(graph)
+    paths: dict[str, list] = {}
+    bad: set[str] = set()
+
+    def walk(name: str, ops: list) -> None:
+        node = graph.node(name)
+        if isinstance(node, populations):
+            if name in paths:
+                bad.add(name)           # two paths from one source: the matrix is their sum
+            paths[name] = list(reversed(ops))
+            return
+        if isinstance(node, Add):
+            for src in graph.inputs(name):
+                walk(src, ops + [("add", name)])
+            return
+        (src,) = graph.inputs(name)
+        walk(src, ops + [(name, node)])
+
+    (first,) = graph.inputs(target)
+    walk(first, [])
+    out: dict[str, dict | None] = {}
+    for src, ops in paths.items():
+        out[src] = None if src in bad else _describe_path(ops, shapes, src)
+    return out
+
+
+def _describe_path(ops: list, shapes: dict, src: str) -> dict | None:
+    pool = [1, 1]
+    i = 0
+    ops = [o for o in ops if o[0] != "add"]
+    while i < len(ops) and isinstance(ops[i][1], AvgPool2d):
+        nd = ops[i][1]
+        if tuple(nd.kernel_size) != tuple(nd.stride) or any(nd.padding):
+            return None
+        pool = [pool[0] * nd.kernel_size[0], pool[1] * nd.kernel_size[1]]
+        i += 1
+    while i < len(ops) and isinstance(ops[i][1], Flatten):
+        i += 1
+    rest = ops[i + 1:]
+    if any(not isinstance(nd, (BatchNorm, Scale, Flatten)) for _, nd in rest):
+        return None
+    d = {"pool": pool, "in_shape": list(shapes[src])}
+    if i == len(ops):
+        if pool == [1, 1] or len(shapes[src]) != 3:
+            return None
+        return dict(d, op="pool", node=None)
+    name, nd = ops[i]
+    if isinstance(nd, Conv2d):
+        if len(shapes[src]) != 3:
+            return None
+        return dict(d, op="conv", node=name, kernel=list(nd.weight.shape[2:]),
+                    stride=list(nd.stride), padding=list(nd.padding),
+                    dilation=list(nd.dilation), groups=int(nd.groups),
+                    out_channels=int(nd.weight.shape[0]))
+    if isinstance(nd, (Affine, Linear)):
+        return dict(d, op="dense", node=name)
+    return None

@@ -21,7 +21,7 @@ import numpy as np
 
 from compiler.chip import ChipSpec
 from compiler.ir.graph import Graph
-from compiler.ir.linear import broadcast, channels, compose, infer_shapes
+from compiler.ir.linear import broadcast, chain_structure, channels, compose, infer_shapes
 from compiler.ir.nodes import IF, LIF, NEURON_TYPES, Input, Layer, Output
 
 INPUT_SCALE = 255.0
@@ -53,8 +53,10 @@ def lower(graph: Graph, spec: ChipSpec | None = None, input_scale: float = INPUT
     if not isinstance(graph.node(osrc), NEURON_TYPES):
         readout = osrc
     targets = populations + ([oname] if readout else [])
+    structure: dict[str, dict] = {}     # layer -> source -> operator structure (chip.bin ops)
     for name in targets:
         terms, bias = compose(graph, name, shapes)
+        structure[readout if name == oname else name] = chain_structure(graph, name, shapes)
         inputs = []
         for src, m in terms:
             if src == inp:
@@ -74,6 +76,7 @@ def lower(graph: Graph, spec: ChipSpec | None = None, input_scale: float = INPUT
                       channel=channels(shape))
         out.add(lname, layer, [s for s, _ in inputs])
     out.add(oname, Output(output_type=shapes[osrc]), [readout or osrc])
+    out.attrs["operators"] = structure
     out.attrs["stage"] = "lowered"
     return out
 
