@@ -253,6 +253,7 @@ class RunResult:
     wall_s: float = 0.0
     counts_all: np.ndarray | None = None   # [B, N] (record=True)
     v_all: np.ndarray | None = None        # [B, N] (record=True)
+    engine: str = "tick"                   # which engine produced it ('tick' or 'layer')
 
     @property
     def n(self) -> int:
@@ -304,7 +305,10 @@ class RunResult:
             "energy_uj_per_sample": float(np.mean(self.energy_uj)) if self.n else 0.0,
             "energy_breakdown_uj": e,
             "energy_sop_headline_uj": float(np.mean(self.sops_1bit)) * 2.64e-6 if self.n else 0.0,
-            "latency_us_per_sample": float(np.mean(self.latency_us)) if self.n else 0.0,
+            # per-tick latency is a tick-engine quantity (None from the layer engine)
+            "latency_us_per_sample": (float(np.mean(self.latency_us)) if self.n else 0.0)
+            if self.engine == "tick" else None,
+            "engine": self.engine,
             "layer_rates": self.layer_rates(),
             "samples_per_s": self.n / self.wall_s if self.wall_s > 0 else float("nan"),
         }
