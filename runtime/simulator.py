@@ -318,10 +318,41 @@ def default_workers() -> int:
     return max(1, min(numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1))
 
 
+ENGINES = ("auto", "layer", "tick")
+
+
+def choose_engine(image: ChipImage, engine: str = "auto", *, device: str = "cpu",
+                  ticks: bool = False, weights=None, instance=None) -> str:
+    """Which engine a request runs on: 'tick' (cycle-level, the living definition) or 'layer'
+    (runtime/engines/layer.py: exact, time-batched). ``auto`` picks the layer engine for
+    feed-forward images with descriptors unless the request needs per-tick quantities
+    (``ticks``: latency, busy cycles, link loads), raw weight rows (``weights``) or an analog
+    instance (whose float sums the tick kernel defines)."""
+    if engine not in ENGINES:
+        raise SimulationError(f"unknown engine '{engine}'", f"use one of {', '.join(ENGINES)}")
+    if device not in ("cpu", "cuda"):
+        raise SimulationError(f"unknown device '{device}'", "use 'cpu' or 'cuda'")
+    if engine == "tick":
+        if device != "cpu":
+            raise SimulationError("the tick engine runs on the CPU only",
+                                  "use --engine layer (or auto) with --device cuda")
+        return "tick"
+    if engine == "layer":
+        return "layer"
+    from runtime.engines.layer import unsupported_reason
+    if device == "cuda":
+        return "layer"
+    if ticks or weights is not None or (instance is not None and instance.analog):
+        return "tick"
+    return "layer" if unsupported_reason(image) is None else "tick"
+
+
 def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
                  workers: int | None = None, record: bool = False, progress: bool = False,
-                 encoding: str = "direct", weights=None, instance=None) -> RunResult:
-    """Run pre-encoded inputs ``payloads`` (uint8 [T, B, n_in]).
+                 encoding: str = "direct", weights=None, instance=None, engine: str = "auto",
+                 device: str = "cpu", ticks: bool = False) -> RunResult:
+    """Run pre-encoded inputs ``payloads`` (uint8 [T, B, n_in]) on the engine that
+    :func:`choose_engine` picks (``RunResult.engine`` says which ran).
 
     ``instance``: a chip instance of ``runtime.noise`` (``ChipInstance``: ``wrow`` in the layout
     of :func:`dense_rows`, ``regs`` overrides over global neurons, ``analog``). Digital
@@ -330,6 +361,12 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
     deployed thresholds (what the host programmed), and the SOP/energy accounting the deployed
     weights' nonzero pattern.
     """
+    if choose_engine(image, engine, device=device, ticks=ticks, weights=weights,
+                     instance=instance) == "layer":
+        from runtime.engines import layer
+        return layer.run_payloads(image, payloads, batch=batch, workers=workers, record=record,
+                                  encoding=encoding, weights=weights, instance=instance,
+                                  device=device)
     p = np.asarray(payloads)
     if p.ndim != 3 or p.shape[2] != image.n_inputs:
         raise SimulationError(f"payloads must have shape [T, B, {image.n_inputs}], got "
@@ -428,4 +465,5 @@ def run(image: ChipImage, x: np.ndarray, *, timesteps: int | None = None,
     return run_payloads(image, payloads, encoding=name, **kw)
 
 
-__all__ = ["run", "run_payloads", "RunResult", "tables", "instance_tables", "dense_rows"]
+__all__ = ["run", "run_payloads", "RunResult", "tables", "instance_tables", "dense_rows",
+           "choose_engine", "ENGINES"]

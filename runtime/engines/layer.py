@@ -55,7 +55,14 @@ _lock = threading.Lock()
 
 # --- applicability ------------------------------------------------------------------------
 def unsupported_reason(image: ChipImage) -> str | None:
-    """Why the layer engine cannot run ``image`` (None when it can)."""
+    """Why the layer engine cannot run ``image`` (None when it can); cached on the image."""
+    cache = image.__dict__
+    if "_layer_unsupported" not in cache:
+        cache["_layer_unsupported"] = _unsupported(image)
+    return cache["_layer_unsupported"]
+
+
+def _unsupported(image: ChipImage) -> str | None:
     if not image.has_ops:
         return "the image has no layer descriptors (compiled by an older snnc)"
     names = [L["name"] for L in image.layers]
@@ -448,7 +455,7 @@ def _scan_torch(cur: torch.Tensor, regs, vlo: int, vhi: int, analog: bool):
     T, B, n = cur.shape
     dev = cur.device
     fdt = torch.float64 if analog else torch.int64
-    R = [torch.as_tensor(r, device=dev) for r in regs]
+    R = [torch.as_tensor(np.array(r), device=dev) for r in regs]
     th, thn, vr, vi, bias, lk, sh, rm, nm, lm = R
     if not analog:
         th, thn, vr, vi, bias, lk, sh = (x.to(torch.int64) for x in (th, thn, vr, vi, bias, lk,
