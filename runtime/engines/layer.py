@@ -372,8 +372,21 @@ def _instance_matrices(image: ChipImage, instance) -> list[dict]:
         raise SimulationError(f"instance '{instance.label}': weight rows of shape "
                               f"{list(wrow.shape)}, the image needs {list(lay.wrow.shape)}")
     analog = bool(instance.analog)
-    if not analog and (not np.issubdtype(wrow.dtype, np.integer) and np.any(wrow != np.round(wrow))):
-        raise SimulationError(f"instance '{instance.label}': a digital instance needs integer "
+    from runtime.simulator import REG_NAMES
+    unknown = set(instance.regs or {}) - set(REG_NAMES)
+    if unknown:
+        raise SimulationError(f"instance '{instance.label}': unknown registers {sorted(unknown)}")
+    for k, v in (instance.regs or {}).items():
+        if v is not None and np.shape(v) != (image.n_neurons,):
+            raise SimulationError(f"instance '{instance.label}': register {k} has shape "
+                                  f"{list(np.shape(v))}, expected [{image.n_neurons}]")
+        if v is not None and not analog and np.any(np.asarray(v) != np.round(v)):
+            raise SimulationError(f"instance '{instance.label}': register {k} must be integer "
+                                  "on a digital instance")
+    if not analog and wrow.dtype != np.int8 and (
+            not np.issubdtype(wrow.dtype, np.integer)
+            or (wrow.size and (wrow.min() < -128 or wrow.max() > 127))):
+        raise SimulationError(f"instance '{instance.label}': a digital instance needs int8 "
                               "weight rows")
     pop, elem = image.axon_sources()
     a = image.a
