@@ -40,7 +40,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from compiler.backend.layerdesc import KIND_CONV, KIND_DENSE, KIND_SPARSE, LayerOp
+from compiler.backend.layerdesc import KIND_CONV, KIND_SPARSE, LayerOp
 from compiler.errors import SimulationError
 from compiler.reference import score
 from runtime import kernels
@@ -103,7 +103,8 @@ def selftest_int8() -> bool:
             xl = x.reshape(2, -1)[:, :64].contiguous()
             wl = w.reshape(8, -1)[:, :64].numpy()
             yl = _QLinear(wl)(xl)
-            ok = torch.equal(y.double(), ref) and torch.equal(yl.double(), xl.double() @ torch.from_numpy(wl).double().T)
+            refl = xl.double() @ torch.from_numpy(wl).double().T
+            ok = torch.equal(y.double(), ref) and torch.equal(yl.double(), refl)
         except (RuntimeError, AttributeError):
             ok = False
         _SELFTEST["int8"] = bool(ok)
