@@ -326,8 +326,9 @@ def choose_engine(image: ChipImage, engine: str = "auto", *, device: str = "cpu"
     """Which engine a request runs on: 'tick' (cycle-level, the living definition) or 'layer'
     (runtime/engines/layer.py: exact, time-batched). ``auto`` picks the layer engine for
     feed-forward images with descriptors unless the request needs per-tick quantities
-    (``ticks``: latency, busy cycles, link loads), raw weight rows (``weights``) or an analog
-    instance (whose float sums the tick kernel defines)."""
+    (``ticks``: latency, busy cycles, link loads), raw weight rows (``weights``) or a noise
+    instance (``engine='layer'`` runs digital instances bit-exactly, analog ones in float64
+    with a different summation order than the tick kernel)."""
     if engine not in ENGINES:
         raise SimulationError(f"unknown engine '{engine}'", f"use one of {', '.join(ENGINES)}")
     if device not in ("cpu", "cuda"):
@@ -342,7 +343,9 @@ def choose_engine(image: ChipImage, engine: str = "auto", *, device: str = "cpu"
     from runtime.engines.layer import unsupported_reason
     if device == "cuda":
         return "layer"
-    if ticks or weights is not None or (instance is not None and instance.analog):
+    # noise instances stay on the tick engine under auto for now: the layer engine runs them
+    # bit-exactly (digital) but rebuilds per-instance matrices and is slower today
+    if ticks or weights is not None or instance is not None:
         return "tick"
     return "layer" if unsupported_reason(image) is None else "tick"
 

@@ -177,7 +177,8 @@ def test_digital_instances_bit_exact_analog_on_tick_by_default():
               noise.BitFlip(1e-2)):
         inst = noise.sample(img, m, seed=1, index=0)
         a = run_payloads(img, p, instance=inst, engine="tick", record=True)
-        b = run_payloads(img, p, instance=inst, record=True)
+        assert run_payloads(img, p, instance=inst).engine == "tick"       # auto, for now
+        b = run_payloads(img, p, instance=inst, record=True, engine="layer")
         assert b.engine == "layer"
         assert_same(a, b)
     inst = noise.sample(img, noise.Mismatch(0.1, ("weights",), "analog"), seed=1, index=0)
