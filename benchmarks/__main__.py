@@ -21,11 +21,11 @@ import time
 import numpy as np
 import torch
 
-from compiler import compile_model
 from compiler.chip import PICORE64
 from compiler.cliutil import jsonable, table
+from frontends import compile_model
+from runtime.engines.tick import run_payloads
 from runtime.image import load
-from runtime.simulator import run_payloads
 
 T = 8
 
@@ -105,8 +105,8 @@ def ceiling(workers=None) -> float:
 
 def bench_digits(rows, notes, sops_rows):
     from benchmarks.dense_torch import DenseMatrices
+    from compiler import encoding
     from frontends.datasets import load_dataset
-    from runtime import encoding
     path = "examples/digits/model.onnx"
     if not os.path.exists(path):
         notes.append("digits: examples/digits/model.onnx missing, skipped")
@@ -164,7 +164,7 @@ def bench_mlp(rows, notes, sops_rows, compile_rows, quick):
 def bench_vgg9(rows, notes, sops_rows, quick):
     from benchmarks.dense_torch import DenseConv
     from benchmarks.networks import calibrate_thresholds, vgg9
-    from runtime import encoding
+    from compiler import encoding
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (80, 3, 32, 32))
     g = calibrate_thresholds(vgg9(), x[:8], target=0.13)
@@ -183,7 +183,7 @@ def bench_vgg9(rows, notes, sops_rows, quick):
     # VmHWM of the child's own address space: ru_maxrss would carry the forked parent's peak
     # across exec and report the benchmark process instead
     code = ("import sys,numpy as np;from runtime.image import load;"
-            "from runtime.simulator import run_payloads;img=load(sys.argv[1]);"
+            "from runtime.engines.tick import run_payloads;img=load(sys.argv[1]);"
             "p=np.load(sys.argv[2]);run_payloads(img,p);"
             "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
     pf = os.path.join(os.path.dirname(path), "p.npy")

@@ -2,7 +2,8 @@
 
 ``PICORE64`` is the default (../docs/chip.md): a PIcore-like chip with 64 cores on an 8 x 8 mesh,
 1024 x 1024 one-bit synapses per core, weights of 1/2/4/8 bits bit-sliced over adjacent columns,
-fan-in extension LCN 0..3, 24-bit saturating membranes and a 4096-entry route table per core.
+fan-in extension LCN 0..6 (1X..64X), 24-bit saturating membranes and a 4096-entry route table
+per core.
 Users describe a variant chip in a TOML or JSON file and pass it with ``--chip FILE``; every key is
 optional and defaults to PICORE64's value. The spec digest is written into chip.bin so a binary is
 never run against a different chip than it was compiled for.
@@ -33,7 +34,7 @@ class ChipSpec:
     xbar_rows: int = 1024            # physical axon rows per core
     xbar_cols: int = 1024            # physical one-bit columns per core
     weight_widths: tuple[int, ...] = (1, 2, 4, 8)
-    max_lcn: int = 3                 # fan-in extension: 2**lcn row blocks per logical neuron
+    max_lcn: int = 6                 # fan-in extension 1X..64X: 2**lcn row blocks per neuron
     route_entries: int = 4096        # per core
     max_delay: int = 15              # ticks per route entry (>= 1)
     axon_slots: int = 16             # circular axon buffer depth per core
@@ -133,8 +134,10 @@ def _validate(spec: ChipSpec, where: str) -> None:
                   f"must be a subset of [1, 2, 4, 8], got {list(spec.weight_widths)}")
     if spec.max_lcn < 0 or spec.max_lcn > 6:
         raise bad("max_lcn", f"must be in 0..6, got {spec.max_lcn}")
-    if spec.xbar_cols % (max(spec.weight_widths) << spec.max_lcn):
-        raise bad("xbar_cols", "must be divisible by max(weight_widths) * 2**max_lcn")
+    if spec.xbar_cols % (1 << spec.max_lcn):
+        # the core is read as 2**LCN column blocks; a (w, LCN) pair leaving no whole neuron
+        # (xbar_cols < w * 2**LCN) is simply never chosen by the partitioner
+        raise bad("xbar_cols", "must be divisible by 2**max_lcn")
     if spec.xbar_cols % 8:
         raise bad("xbar_cols", "must be a multiple of 8 (rows are stored as packed bytes)")
     if spec.max_delay >= spec.axon_slots:

@@ -10,6 +10,7 @@ import numpy as np
 
 from compiler.cliutil import debug_option, echo_json, run_cli, table
 from compiler.errors import SnnError
+from snnc._version import __version__
 
 
 def _spec(chip: str):
@@ -35,6 +36,7 @@ def load_calib(spec: str | None, limit: int) -> np.ndarray | None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="snnc", message="%(prog)s %(version)s")
 @debug_option
 @click.option("-v", "--verbose", count=True, help="Log pass timings (-v) and details (-vv).")
 def cli(debug: bool, verbose: int) -> None:
@@ -45,7 +47,7 @@ def cli(debug: bool, verbose: int) -> None:
 
 
 def _conversion_options(f):
-    """ANN -> SNN conversion options (an ONNX CNN; frontends/convert_ann.py)."""
+    """ANN -> SNN conversion options (an ONNX CNN; frontends/onnx/ann.py)."""
     opts = [
         click.option("--maxpool", default="error", show_default=True,
                      type=click.Choice(["error", "avg"]),
@@ -67,15 +69,15 @@ def _conversion_options(f):
 
 
 def _nir_options(f, dt: bool = True):
-    """NIR import options (frontends/nir_io.py)."""
+    """NIR import options (frontends/nir/)."""
     opts = [
         click.option("--dt", default=None, type=float,
                      help="NIR: time step (default: the file's metadata or the convention's)."),
     ] if dt else []
     opts += [
         click.option("--nir-convention", default=None,
-                     type=click.Choice(["nir", "snnc", "snntorch", "norse", "sinabs", "rockpool",
-                                        "spyx", "lava"]),
+                     type=click.Choice(["nir", "snnc", "snntorch", "snntorch-zero", "norse",
+                                        "sinabs", "rockpool", "spyx", "spyx-0", "lava"]),
                      help="NIR: the framework that wrote the file (reset, spike predicate, dt)."),
         click.option("--cubalif", default="error", show_default=True,
                      type=click.Choice(["error", "lif"]),
@@ -88,7 +90,7 @@ def _nir_options(f, dt: bool = True):
 
 def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict,
               save_snn=None):
-    """An ONNX CNN or a .nir file -> (Graph, source dict); an SNN .onnx -> (path, None)."""
+    """Load MODEL (.onnx SNN or CNN, .nir) -> (Graph, source dict for the image's META)."""
     from compiler.backend.emit import file_sha256
     from frontends import is_ann_file, load_model
 
@@ -99,10 +101,10 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
     if not is_ann_file(path):
         if save_snn:
             raise click.UsageError("--save-snn applies to ONNX CNNs (converted models) only")
-        return model, None
+        return load_model(path, shape), source
     graph = load_model(path, shape, calib=calib_x, timesteps=timesteps, **conversion)
     if save_snn:
-        from frontends.onnx_io import export_onnx
+        from frontends.onnx import export_onnx
         export_onnx(graph, save_snn)
         source = {"path": Path(save_snn).name, "sha256": file_sha256(save_snn),
                   "converted_from": source}
@@ -116,18 +118,24 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
 @click.option("--bits", default="8", show_default=True, help="Weight width 1|2|4|8 or auto.")
 @click.option("--per-channel", is_flag=True, help="One weight scale per output channel.")
 @click.option("--clip", default="max", show_default=True, help="Weight range: max or pNN.N.")
-@click.option("--auto-sqnr", default=30.0, show_default=True, help="SQNR bound (dB) for --bits auto.")
-@click.option("--chips", default=1, show_default=True, help="Chips on the board.")
+@click.option("--auto-sqnr", default=30.0, show_default=True,
+              help="SQNR bound (dB) for --bits auto.")
+@click.option("--chips", default="auto", show_default=True,
+              help="Chips on the board: N, or auto (the smallest board that holds the network).")
 @click.option("--calib", default=None, help="Calibration data: digits or FILE.npz.")
 @click.option("--calib-limit", default=512, show_default=True, help="Calibration samples.")
 @click.option("--timesteps", default=8, show_default=True, help="Default T written into the image.")
 @click.option("--encoding", default="direct", show_default=True,
               type=click.Choice(["direct", "rate", "phase", "latency"]))
-@click.option("--leak", default="auto", show_default=True, type=click.Choice(["auto", "shift", "mult"]))
+@click.option("--leak", default="auto", show_default=True,
+              type=click.Choice(["auto", "shift", "mult"]))
 @click.option("--seed", default=0, show_default=True, help="Placement seed.")
 @click.option("--strict", is_flag=True, help="Fail when a layer goes silent after quantization.")
 @click.option("--input-shape", default=None, help="C,H,W for models without shape information.")
-@click.option("--estimate", is_flag=True, help="Only report the cores/chips needed; write nothing.")
+@click.option("--estimate", is_flag=True,
+              help="Only report the cores/chips needed per layer (a fast estimate before the "
+                   "tiling, then the exact count); write nothing.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")
 @click.option("--dump-after", multiple=True, help="Print the IR after this pass (repeatable).")
 @click.option("--dump-dir", type=click.Path(file_okay=False), default=None,
               help="Write dumps to DIR/after-PASS.txt instead of stdout.")
@@ -141,7 +149,7 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
 def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, calib, calib_limit,
             timesteps, encoding, leak, seed, strict, input_shape, estimate, dump_after, dump_dir,
             stop_after, as_json, maxpool, threshold, threshold_per_channel, v_init,
-            calibrate_vinit, dt, nir_convention, cubalif, save_snn, debug):
+            calibrate_vinit, dt, nir_convention, cubalif, save_snn, debug, quiet):
     """Compile MODEL (.onnx SNN or CNN, .nir) into a chip image.
 
     An ONNX CNN (ReLU/Clip activations) is converted to IF neurons first; that needs --calib.
@@ -171,25 +179,49 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         else:
             click.echo(f"// ===== after {name} =====\n{text}")
 
+    chips = _chips(chips)
+    nir_info = _nir_declared(model_in)
+    if source is not None and nir_info:
+        source = dict(source, nir=nir_info)
+    fast: dict = {}
+
+    def on_pass(name, i, n, seconds, graph):
+        progress(name, i, n, seconds)
+        if name == "calibrate" and (estimate or progress.active()):
+            from compiler.passes.partition import estimate as estimate_cores
+            fast.update(estimate_cores(graph, spec))
+            if estimate and not as_json:
+                _print_estimate(fast, spec)
+            elif not estimate:
+                click.echo(f"snnc: estimate before tiling: about {fast['cores']} cores on "
+                           f"{fast['chips']} chip(s)", err=True)
+
+    progress = _Progress(quiet or as_json and not estimate)
     if estimate:
         stop_after = "partition"
-    prog = compile_model(
-        model_in, spec, bits=_bits(bits), per_channel=per_channel, clip=clip, chips=chips,
-        calib=calib_x, timesteps=timesteps, encoding=encoding, seed=seed,
-        strict=strict, leak=leak, auto_sqnr=auto_sqnr, input_shape=shape,
-        dump_after=set(dump_after), stop_after=stop_after, dump=dump)
-    if source is not None:
-        prog.source = source
+    try:
+        prog = compile_model(
+            model_in, spec, bits=_bits(bits), per_channel=per_channel, clip=clip, chips=chips,
+            calib=calib_x, timesteps=timesteps, encoding=encoding, seed=seed,
+            strict=strict, leak=leak, auto_sqnr=auto_sqnr, source=source,
+            dump_after=set(dump_after), stop_after=stop_after, dump=dump, progress=on_pass,
+            keep_float=False)
+    finally:
+        progress.close()
     summary = prog.summary()
     report = _report(prog, summary)
+    if nir_info:
+        report["nir"] = nir_info
     if estimate:
         if as_json:
+            report["estimate"] = fast
             echo_json(report)
         else:
-            click.echo(f"estimate: {summary['cores_used']} cores on {summary['chips_needed']} "
-                       f"chip(s) of {spec.cores_per_chip} ({spec.name})")
-            click.echo(table([[k, v] for k, v in summary["cores_per_layer"].items()],
-                             ["layer", "cores"]))
+            click.echo(f"partitioned: {summary['cores_used']} cores on "
+                       f"{summary['chips_needed']} chip(s) of {spec.cores_per_chip} "
+                       f"({spec.name}); compile with --chips {summary['chips_needed']} "
+                       "(or --chips auto)")
+            click.echo(_partition_table(summary["partition"]))
         return
     if not prog.complete:
         click.echo(f"stopped after '{stop_after}' (stage {prog.graph.stage}); no binary written. "
@@ -203,7 +235,95 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         return
     click.echo(f"wrote {output}: {summary['cores_used']} cores on {prog.graph.attrs['chips']} "
                f"chip(s), latency L = {summary['latency_ticks']} ticks")
+    _echo_nir(nir_info)
     click.echo(_quant_table(report))
+
+
+def _nir_declared(model_in) -> dict | None:
+    """What a NIR import declared (convention, dt, semantics the chip does not keep)."""
+    attrs = getattr(model_in, "attrs", None) or {}
+    info = attrs.get("nir")
+    if not info:
+        return None
+    return {"convention": info.get("convention"), "producer": info.get("producer"),
+            "dt": info.get("dt"), "dt_source": info.get("dt_source"),
+            "declared": list(info.get("lossy", []))}
+
+
+def _echo_nir(info: dict | None) -> None:
+    if not info:
+        return
+    click.echo(f"NIR import: convention {info['convention']} ({info['producer']}), "
+               f"dt = {info['dt']:g} from {info['dt_source']}")
+    for msg in info["declared"]:
+        click.echo(f"  declared: {msg}")
+
+
+def _chips(v: str):
+    if str(v).lower() == "auto":
+        return "auto"
+    try:
+        n = int(v)
+    except ValueError as e:
+        raise click.BadParameter(f"'{v}' is not a number of chips or 'auto'",
+                                 param_hint="--chips") from e
+    if n < 1:
+        raise click.BadParameter(f"{n} chips: need at least 1", param_hint="--chips")
+    return n
+
+
+class _Progress:
+    """Per-pass progress on stderr: a tqdm bar on a terminal, otherwise one line per pass once
+    the compile has run for more than 2 s (short compiles stay silent); ``quiet`` silences."""
+
+    def __init__(self, quiet: bool):
+        import time
+        self.quiet, self.t0, self.bar = quiet, time.perf_counter(), None
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, name: str, i: int, n: int, seconds: float) -> None:
+        import time
+        if self.quiet:
+            return
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+                self.bar = tqdm(total=n, desc="snnc", unit="pass", file=sys.stderr,
+                                leave=False)
+            self.bar.set_postfix_str(f"{name} {seconds:.1f} s")
+            self.bar.update(1)
+        elif time.perf_counter() - self.t0 > 2.0:
+            click.echo(f"snnc: pass {i}/{n} {name} done in {seconds:.1f} s "
+                       f"({time.perf_counter() - self.t0:.1f} s total)", err=True)
+
+    def active(self) -> bool:
+        import time
+        return not self.quiet and (self.tty or time.perf_counter() - self.t0 > 2.0)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _print_estimate(est: dict, spec) -> None:
+    click.echo(f"estimate (before tiling): about {est['cores']} cores on {est['chips']} chip(s) "
+               f"of {spec.cores_per_chip} ({spec.name})")
+    click.echo(table([[k, v["neurons"], v["bits"], v["fan_in"], v["lcn"], v["neurons_per_core"],
+                       v["cores"], v["limit"]] for k, v in est["layers"].items()],
+                     ["layer", "neurons", "w", "fan-in", "LCN", "neurons/core", "cores",
+                      "limited by"]))
+    sys.stdout.flush()
+
+
+def _partition_table(part: dict) -> str:
+    rows = [[k, v["neurons"], v["bits"], v["fan_in"], v["lcn"], v["neurons_per_core"],
+             v["cores_lower_bound"], v["cores"], v["limit"]] for k, v in part.items()]
+    lb = sum(v["cores_lower_bound"] for v in part.values())
+    used = sum(v["cores"] for v in part.values())
+    rows.append(["total", "", "", "", "", "", lb, used,
+                 f"{used / max(lb, 1):.2f}x the ceil(neurons/neurons-per-core) sum"])
+    return table(rows, ["layer", "neurons", "w", "fan-in", "LCN", "neurons/core",
+                        "ceil(n/npc)", "cores", "limited by"])
 
 
 def _report(prog, summary) -> dict:
@@ -244,8 +364,12 @@ def inspect(image, as_json, debug):
                f"{info['cores_used']} cores on {info['chips']} chip(s), latency L = "
                f"{info['latency_ticks']} ticks, T = {info['timesteps']} ({info['encoding']})")
     click.echo(table([[L["name"], "x".join(map(str, L["shape"])), L["neurons"], L["bits"],
-                       L["depth"], len(L["cores"])] for L in info["layers"]],
-                     ["layer", "shape", "neurons", "bits", "depth", "cores"]))
+                       L["depth"], L["lcn"], L["neurons_per_core"], L["cores_lower_bound"],
+                       len(L["cores"])] for L in info["layers"]],
+                     ["layer", "shape", "neurons", "bits", "depth", "LCN", "neurons/core",
+                      "ceil(n/npc)", "cores"]))
+    click.echo(f"cores used {info['cores_used']} vs sum of ceil(neurons / neurons-per-core) "
+               f"{info['cores_lower_bound']} ({info['cores_ratio']:.2f}x)")
     click.echo("")
     rows = [[i, c["layer"], f"{c['chip']}:({c['x']},{c['y']})", c["neurons"], c["axons"],
              c["weight_bits"], c["lcn"], c["synapse_bits"], f"{100 * c['synapse_util']:.1f}%",
@@ -276,6 +400,15 @@ def inspect_image(img) -> dict:
             "route_entries": int(rb[nb_[c + 1]] - rb[nb_[c]]),
             "tick_start": int(a["core_tick_start"][c]),
         })
+    layers = []
+    for L in img.layers:
+        d = {k: L[k] for k in ("name", "shape", "neurons", "bits", "depth", "cores")}
+        lcns = sorted({per_core[c]["lcn"] for c in L["cores"]}) or [0]
+        npc = min(spec.neurons_per_core(int(L["bits"]), k) for k in lcns)
+        d.update(lcn=lcns[-1] if len(lcns) == 1 else lcns, neurons_per_core=npc,
+                 cores_lower_bound=-(-int(L["neurons"]) // npc))
+        layers.append(d)
+    lower = sum(d["cores_lower_bound"] for d in layers)
     return {
         "format_version": ".".join(map(str, img.version)), "chip": spec.name,
         "spec_digest": img.spec_digest, "cores_used": img.n_cores, "chips": img.chips,
@@ -284,8 +417,8 @@ def inspect_image(img) -> dict:
         "route_entries": int(a["rt_axon"].size), "input": img.meta["input"],
         "output": {k: v for k, v in img.meta["output"].items() if k in ("layer", "neurons",
                                                                          "decode")},
-        "layers": [{k: L[k] for k in ("name", "shape", "neurons", "bits", "depth", "cores")}
-                   for L in img.layers],
+        "layers": layers, "cores_lower_bound": lower,
+        "cores_ratio": img.n_cores / max(lower, 1),
         "per_core": per_core, "source": img.meta.get("source", {}),
         "compiler_version": img.meta.get("compiler_version"),
     }
@@ -300,10 +433,13 @@ def inspect_image(img) -> dict:
 @click.option("--timesteps", default=None, type=int, help="Override the image's T.")
 @click.option("--batch", default=128, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@_nir_options
 @debug_option
-def verify(model, image, data, limit, timesteps, batch, as_json, debug):
+def verify(model, image, data, limit, timesteps, batch, as_json, dt, nir_convention, cubalif,
+           debug):
     """Trained vs deployed: float model, quantized reference and chip runtime on DATA."""
-    res = verify_model(model, image, data, limit, timesteps, batch)
+    res = verify_model(model, image, data, limit, timesteps, batch,
+                       nir_opts=dict(dt=dt, nir_convention=nir_convention, cubalif=cubalif))
     if as_json:
         echo_json(res)
         return
@@ -323,16 +459,16 @@ def verify(model, image, data, limit, timesteps, batch, as_json, debug):
 
 
 def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
-                 batch=128) -> dict:
+                 batch=128, nir_opts: dict | None = None) -> dict:
+    from compiler import encoding as enc
     from compiler import reference
     from compiler.backend.emit import file_sha256
     from compiler.passes import fold_bn, lower
     from frontends import load_model
     from frontends.datasets import load_dataset
-    from runtime import encoding as enc
-    from runtime.cli import check_bit_exact
+    from runtime.cli.common import check_bit_exact
+    from runtime.engines.tick import run_payloads
     from runtime.image import load
-    from runtime.simulator import run_payloads
 
     img = load(image_path)
     ds = load_dataset(data, split="test", limit=limit)
@@ -341,7 +477,11 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
     if src.get("sha256") and Path(model).is_file() and file_sha256(model) != src["sha256"]:
         warnings.append(f"{image_path} was compiled from a different file than {model} "
                         f"(sha256 mismatch)")
-    g = load_model(model)
+    nir_opts = nir_opts or {}
+    g = (load_model(model, **nir_opts) if Path(model).suffix.lower() == ".nir"
+         else load_model(model))
+    for msg in (g.attrs.get("nir") or {}).get("lossy", []):
+        warnings.append(f"NIR import declared: {msg}")
     fg = lower(fold_bn(g), input_scale=img.meta["input"]["scale"])
     if int(np.prod(fg.node(fg.input_name).input_type)) != img.n_inputs:
         raise SnnError(f"{model} takes {fg.node(fg.input_name).input_type} inputs but "
@@ -376,6 +516,13 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
     }
 
 
+def _run_chip(prog, payloads):
+    """convert-report --runtime: the program's chip image on the cycle-level runtime."""
+    from runtime.engines import run_payloads
+    from runtime.image import from_sections
+    return run_payloads(from_sections(prog.sections(), prog.spec.digest()), payloads).predictions
+
+
 @cli.command("convert-report")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--calib", required=True, help="Calibration data: digits or FILE.npz.")
@@ -393,15 +540,15 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
 @click.option("--runtime", "use_runtime", is_flag=True,
               help="Also compile each T to a chip image and run the cycle-level runtime.")
 @_conversion_options
+@_nir_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @debug_option
 def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits, per_channel,
                    clip, input_shape, use_runtime, maxpool, threshold, threshold_per_channel,
-                   v_init, calibrate_vinit, as_json, debug):
+                   v_init, calibrate_vinit, dt, nir_convention, cubalif, as_json, debug):
     """ANN accuracy vs converted SNN accuracy (float and quantized reference) per T."""
-    from frontends.convert_ann import report
     from frontends.datasets import load_dataset
-    from frontends.onnx_io import import_ann
+    from frontends.onnx import import_ann, report
 
     try:
         ts = [int(t) for t in timesteps.split(",") if t.strip()]
@@ -412,12 +559,19 @@ def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits
         raise click.BadParameter("need at least one T >= 1", param_hint="--timesteps")
     if not Path(model).is_file():
         raise SnnError(f"model file '{model}' not found")
+    if Path(model).suffix.lower() == ".nir":
+        from frontends import load_model
+        g = load_model(model, dt=dt, nir_convention=nir_convention, cubalif=cubalif)
+        raise SnnError(f"{model} is already an SNN (NIR, convention "
+                       f"{g.attrs['nir']['convention']}): convert-report measures an ANN -> SNN "
+                       "conversion", "compile it with snnc compile and compare with snnc verify")
     shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
     ann = import_ann(model, input_shape=shape, maxpool=maxpool)
     ds = load_dataset(data, split="test", limit=limit)
     res = report(ann, load_calib(calib, calib_limit), ds.x, ds.y, ts, bits=_bits(bits),
                  weight_per_channel=per_channel, clip=clip, spec=_spec(chip),
-                 runtime=use_runtime, threshold=threshold, per_channel=threshold_per_channel,
+                 run_chip=_run_chip if use_runtime else None, threshold=threshold,
+                 per_channel=threshold_per_channel,
                  v_init=v_init, calibrate_vinit=calibrate_vinit)
     res["data"] = data
     if as_json:
@@ -465,7 +619,7 @@ def export_nir_cmd(source, output, dt, calib, calib_limit, timesteps, input_shap
     its float operator graph. Anything NIR cannot express is printed as a warning.
     """
     from compiler.backend import binfmt
-    from frontends.nir_io import export_nir
+    from frontends.nir import export_nir
 
     path = Path(source)
     if not path.is_file():
@@ -484,9 +638,6 @@ def export_nir_cmd(source, output, dt, calib, calib_limit, timesteps, input_shap
                                   per_channel=threshold_per_channel, v_init=v_init,
                                   calibrate_vinit=calibrate_vinit),
                              dict(dt=None, nir_convention=nir_convention, cubalif=cubalif))
-        if not hasattr(graph, "attrs"):
-            from frontends import load_model
-            graph = load_model(graph, shape)
     warnings = export_nir(graph, output, dt=dt)
     for w in warnings:
         click.echo(f"warning: {w}", err=True)

@@ -2,9 +2,12 @@
 
 ``load_model`` is the one entry point the compiler and the CLIs use; it dispatches on the type
 of its argument, the file extension, and for .onnx on the content: an SNN in the ai.snnc form
-(frontends/onnx_io.py) or a standard ANN/CNN, converted to IF neurons with calibration data
-(frontends/convert_ann.py). ``.nir`` files go through frontends/nir_io.py. Pickled PyTorch files
+(frontends/onnx/snn.py) or a standard ANN/CNN, converted to IF neurons with calibration data
+(frontends/onnx/ann.py). ``.nir`` files go through frontends/nir/. Pickled PyTorch files
 are never loaded (unpickling runs arbitrary code): export them to ONNX first.
+
+``compile_model`` loads and compiles in one call (``compiler.compile_model`` takes a Graph: the
+compiler never imports the frontends).
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ def load_model(path_or_module, input_shape=None, *, calib=None, dt: float | None
         calib: calibration images [N, C, H, W] in [0, 1]; needed to convert an ONNX CNN whose
             activations are not all Clip-bounded.
         dt, nir_convention: NIR import: the time step and the producer's conventions
-            (frontends/nir_io.py); read from the file's metadata when absent.
+            (frontends/nir/); read from the file's metadata when absent.
         options: ANN conversion options (maxpool, threshold, per_channel, v_init,
-            calibrate_vinit, timesteps, check; frontends.onnx_io.load_onnx) or NIR options
+            calibrate_vinit, timesteps, check; frontends.onnx.load_onnx) or NIR options
             (cubalif).
     Returns:
         The imported Graph.
@@ -57,7 +60,7 @@ def load_model(path_or_module, input_shape=None, *, calib=None, dt: float | None
         raise FrontendError(f"{path}: pickled PyTorch files are not loaded (unpickling can run "
                             "arbitrary code)",
                             "load the module in your own code and pass it to load_model, or "
-                            "export it: frontends.onnx_io.export_onnx(model, 'model.onnx', "
+                            "export it: frontends.onnx.export_onnx(model, 'model.onnx', "
                             "input_shape=(C, H, W))")
     if suffix not in MODEL_SUFFIXES:
         raise FrontendError(f"{path}: unknown model format '{suffix or '(no extension)'}'",
@@ -65,9 +68,9 @@ def load_model(path_or_module, input_shape=None, *, calib=None, dt: float | None
     if not path.is_file():
         raise FrontendError(f"model file {path} not found", "check the path")
     if suffix == ".onnx":
-        from frontends.onnx_io import load_onnx
+        from frontends.onnx import load_onnx
         return load_onnx(path, input_shape=input_shape, calib=calib, **options)
-    from frontends.nir_io import import_nir
+    from frontends.nir import import_nir
     return import_nir(path, dt=dt, convention=nir_convention, **options)
 
 
@@ -76,8 +79,26 @@ def is_ann_file(path) -> bool:
     path = Path(path)
     if path.suffix.lower() != ".onnx" or not path.is_file():
         return False
-    from frontends.onnx_io import _check_file, is_ann_model
-    return is_ann_model(_check_file(path))
+    from frontends.onnx import check_file, is_ann_model
+    return is_ann_model(check_file(path))
 
 
-__all__ = ["load_model", "is_ann_file", "MODEL_SUFFIXES"]
+def compile_model(model, spec=None, *, input_shape=None, **options):
+    """Load ``model`` (nn.Module, Graph, .onnx or .nir path) and compile it: a ``Program``.
+
+    ``input_shape`` is passed to :func:`load_model`; ``options`` to
+    :func:`compiler.compile_model` (bits, per_channel, clip, chips, calib, timesteps, ...).
+    A file's name and SHA-256 are recorded in the image (META source).
+    """
+    from compiler import PICORE64
+    from compiler import compile_model as _compile
+    from compiler.backend.emit import file_sha256
+
+    graph = load_model(model, input_shape=input_shape)
+    source = options.pop("source", None)
+    if source is None and isinstance(model, (str, Path)):
+        source = {"path": Path(model).name, "sha256": file_sha256(model)}
+    return _compile(graph, spec or PICORE64, source=source, **options)
+
+
+__all__ = ["load_model", "compile_model", "is_ann_file", "MODEL_SUFFIXES"]

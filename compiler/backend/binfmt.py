@@ -81,7 +81,7 @@ A known kind must be stored with the dtype its registry entry gives; any other c
 |    3 | core_x           | u8    | x coordinate of each core on its chip's mesh                 |
 |    4 | core_y           | u8    | y coordinate of each core on its chip's mesh                 |
 |    5 | core_w           | u8    | weight width in bits of each core's crossbar                 |
-|    6 | core_lcn         | u8    | fan-in extension exponent: 2**lcn row blocks per core        |
+|    6 | core_lcn         | u8    | fan-in extension exponent 0..6: 2**lcn row blocks per core   |
 |    7 | core_layer       | u16   | index into meta['layers'] of each core's layer               |
 |    8 | core_tick_start  | u16   | first tick each core integrates (pipeline depth - 1)         |
 |    9 | core_neuron_base | u32   | prefix offsets of cores into neu_* (length cores+1)          |
@@ -236,7 +236,7 @@ SECTIONS: dict[str, tuple[int, np.dtype, str]] = {
     "core_x": (3, _u8, "x coordinate of each core on its chip's mesh"),
     "core_y": (4, _u8, "y coordinate of each core on its chip's mesh"),
     "core_w": (5, _u8, "weight width in bits of each core's crossbar"),
-    "core_lcn": (6, _u8, "fan-in extension exponent: 2**lcn row blocks per core"),
+    "core_lcn": (6, _u8, "fan-in extension exponent 0..6: 2**lcn row blocks per core"),
     "core_layer": (7, _u16, "index into meta['layers'] of each core's layer"),
     "core_tick_start": (8, _u16, "first tick each core integrates (pipeline depth - 1)"),
     "core_neuron_base": (9, _u32, "prefix offsets of cores into neu_* (length cores+1)"),

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def direct_payloads(x: np.ndarray, timesteps: int, input_scale: float = 255.0) -> np.ndarray:
-    """Direct encoding as integer payloads [T, B, n_in] (same rule as runtime.encoding.direct)."""
+    """Direct encoding as integer payloads [T, B, n_in] (same rule as compiler.encoding.direct)."""
     flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     p = np.clip(np.rint(flat * input_scale), 0, 255).astype(np.int64)
     return np.broadcast_to(p, (timesteps,) + p.shape)

@@ -21,7 +21,9 @@ from compiler.ir.graph import Graph
 from compiler.ir.nodes import LIF, RESET_CODE, Layer, NeuronRegs
 
 
-def _leak(beta: np.ndarray, mode: str, spec: ChipSpec):
+def leak_registers(beta: np.ndarray, mode: str, spec: ChipSpec):
+    """The chip's leak registers for per-neuron decays ``beta`` (the compiler's rule, shared with
+    QAT): returns (leak_mode, leak, shift, beta_q) as int64/float arrays; see docs/passes.md."""
     n = beta.size
     lm, leak, shift = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
     beta_q = np.ones(n)
@@ -47,7 +49,9 @@ def _leak(beta: np.ndarray, mode: str, spec: ChipSpec):
     return lm, leak, shift, err
 
 
-def _round(name: str, reg: str, v: np.ndarray, lo: int, hi: int) -> np.ndarray:
+def round_register(name: str, reg: str, v: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``rint(v)`` as int64, refused with a QuantizationError naming layer ``name`` and register
+    ``reg`` when outside [lo, hi] (the compiler's rounding rule, shared with QAT)."""
     r = np.rint(v)
     bad = (r < lo) | (r > hi)
     if np.any(bad):
@@ -68,20 +72,21 @@ def fold_thresholds(graph: Graph, spec: ChipSpec, leak: str = "auto", **_) -> Gr
             nrn = node.neuron
             vlo, vhi = spec.membrane_range
             th = np.where(np.isfinite(nrn.v_threshold), nrn.v_threshold / a, spec.threshold_max)
-            th_pos = np.maximum(1, _round(name, "th_pos", th, 0, spec.threshold_max))
+            th_pos = np.maximum(1, round_register(name, "th_pos", th, 0, spec.threshold_max))
             floor = nrn.neg_floor
-            th_neg = (_round(name, "th_neg", np.full(node.n, floor) / a, 0, spec.threshold_max)
+            th_neg = (round_register(name, "th_neg", np.full(node.n, floor) / a, 0,
+                                     spec.threshold_max)
                       if floor is not None else np.zeros(node.n, np.int64))
             if isinstance(nrn, LIF):
-                lm, lk, sh, err = _leak(nrn.beta, leak, spec)
+                lm, lk, sh, err = leak_registers(nrn.beta, leak, spec)
             else:
                 lm = lk = sh = np.zeros(node.n, np.int64)
                 err = 0.0
             regs = NeuronRegs(
                 th_pos=th_pos, th_neg=th_neg,
-                v_reset=_round(name, "v_reset", nrn.v_reset / a, vlo, vhi),
-                v_init=_round(name, "v_init", nrn.v_init / a, vlo, vhi),
-                bias=_round(name, "bias", node.bias / a, *spec.bias_range),
+                v_reset=round_register(name, "v_reset", nrn.v_reset / a, vlo, vhi),
+                v_init=round_register(name, "v_init", nrn.v_init / a, vlo, vhi),
+                bias=round_register(name, "bias", node.bias / a, *spec.bias_range),
                 leak=lk, shift=sh,
                 reset_mode=np.full(node.n, RESET_CODE[nrn.reset_mode]),
                 neg_mode=np.full(node.n, 1 if floor is not None else 0),

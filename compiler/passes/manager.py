@@ -25,8 +25,14 @@ class Pass:
 
 def run_pipeline(graph: Graph, spec: ChipSpec, passes, options: dict | None = None,
                  dump_after: set[str] | None = None, stop_after: str | None = None,
-                 dump: Callable[[str, str], None] | None = None, check: bool = True):
-    """Run ``passes`` on ``graph``. Returns (final graph, history: pass name -> graph)."""
+                 dump: Callable[[str, str], None] | None = None, check: bool = True,
+                 progress: Callable[[str, int, int, float, Graph], None] | None = None,
+                 release: dict[str, str] | None = None):
+    """Run ``passes`` on ``graph``. Returns (final graph, history: pass name -> graph).
+
+    ``progress(name, i, n, seconds, graph)`` is called after each pass (CLI progress lines).
+    ``release``: {history entry: pass}: drop that intermediate graph from the history once the
+    pass has run (the float lowered graph of a large network is GiBs; Program recomputes it)."""
     options = dict(options or {})
     names = [p.name for p in passes]
     for n in (dump_after or set()) | ({stop_after} if stop_after else set()):
@@ -35,7 +41,7 @@ def run_pipeline(graph: Graph, spec: ChipSpec, passes, options: dict | None = No
     history: dict[str, Graph] = {}
     done: list[str] = []
     for p in passes:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             graph = p.run(graph, spec, history=history, **options)
             if check:
@@ -48,9 +54,15 @@ def run_pipeline(graph: Graph, spec: ChipSpec, passes, options: dict | None = No
         except Exception as e:  # an internal bug: name the pass, keep the cause
             raise PassError(f"pass '{p.name}' failed: {type(e).__name__}: {e}",
                             "rerun with --debug for the traceback and report it") from e
-        log.info("pass %-16s %.3f s", p.name, time.perf_counter() - t0)
+        log.info("pass %-16s %.3f s (cpu %.3f s)", p.name, time.perf_counter() - t0,
+                 time.process_time() - c0)
         history[p.name] = graph
         done.append(p.name)
+        for k, after in (release or {}).items():
+            if after == p.name and k in history:
+                history[k] = None
+        if progress is not None:
+            progress(p.name, len(done), len(passes), time.perf_counter() - t0, graph)
         if dump_after and p.name in dump_after and dump is not None:
             dump(p.name, _dump(graph))
         if stop_after == p.name:

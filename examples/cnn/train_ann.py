@@ -19,7 +19,7 @@ Export: ``torch.onnx.export(..., dynamo=False)`` (the TorchScript-based exporter
 torch 2.13; BatchNorm is folded into the convolutions in eval mode, the batch dim is dynamic).
 ``--exporter dynamo`` uses the torch.export-based exporter instead (needs onnxscript; static
 batch 1, Reshape instead of Flatten); snnc reads both. The script reads the file back with
-``frontends.onnx_io.import_ann`` and checks it against onnxruntime.
+``frontends.onnx.import_ann`` and checks it against onnxruntime.
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # runnable from anywhere without installing the package
     sys.path.insert(0, str(ROOT))
 
-from frontends.convert_ann import check_onnxruntime  # noqa: E402
 from frontends.datasets import load_dataset  # noqa: E402
-from frontends.onnx_io import import_ann  # noqa: E402
+from frontends.onnx import check_onnxruntime, import_ann  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,7 +8,7 @@ Model (native IF neurons, soft reset, threshold 1):
 Direct encoding (the same image at each of T = 8 steps), BPTT through the surrogate (atan)
 gradient, Adam with weight decay, cross-entropy on the output score
 ``count * v_threshold + v_final`` (frontends.native.run_scores), all through
-``frontends.native.train.Trainer`` (docs/training.md). Deterministic for a seed.
+``frontends.training.trainer.Trainer`` (docs/training.md). Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ if str(ROOT) not in sys.path:  # runnable from anywhere without installing the p
 
 from frontends import native  # noqa: E402
 from frontends.datasets import load_dataset  # noqa: E402
-from frontends.native.train import TrainConfig, Trainer  # noqa: E402
-from frontends.onnx_io import export_onnx, import_onnx  # noqa: E402
+from frontends.onnx import export_onnx, import_onnx  # noqa: E402
+from frontends.training.trainer import TrainConfig, Trainer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,10 +8,10 @@ Models: the digits SNN trained (BPTT, T = 8) with each input encoding -- direct 
 current), rate (Bernoulli spikes) and latency (one spike per pixel: the sparse code) -- plus a
 direct-coded model with every hidden threshold raised to 2 ("threshold increase"). Each is
 compiled at 8 bits (post-training quantization, lossless here) and, after a short QAT fine-tune
-with the same encoding (frontends.native.qat; ``--ptq`` compiles the float model instead), at 4
+with the same encoding (frontends.training.qat; ``--ptq`` compiles the float model instead), at 4
 and 2 bits. Every model is attacked with FGSM (white box on the deployed integer weights through
-runtime.twin, rate with EOT over 2 encoder draws), every adversarial example evaluated on the
-chip runtime (runtime.attacks.attack_sweep).
+runtime.lab.twin, rate with EOT over 2 encoder draws), every adversarial example evaluated on the
+chip runtime (runtime.lab.attacks.attack_sweep).
 
 Table 1: chip accuracy per (encoding, bits) and eps. Table 2: each single change against the
 baseline (direct, 8-bit, threshold 1), ranked by the change of *relative* robustness (mean over
@@ -31,8 +31,8 @@ import common as C  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from frontends.native.qat import Quantizer  # noqa: E402
-from frontends.native.train import TrainConfig, Trainer  # noqa: E402
+from frontends.training.qat import Quantizer  # noqa: E402
+from frontends.training.trainer import TrainConfig, Trainer  # noqa: E402
 
 VARIANTS = {  # name: (encoding, hidden threshold)
     "direct": ("direct", 1.0),
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     if a.quick:
         a.epochs, a.bits, a.eps, a.limit, a.qat_epochs = 2, "8,2", "0,8", 40, 1
     C.setup(a)
-    from runtime.attacks import SweepConfig, attack_sweep
+    from runtime.lab.attacks import SweepConfig, attack_sweep
 
     clock = C.Clock()
     xtr, ytr, xte, yte = C.digits()
@@ -143,7 +143,7 @@ def _report(a, results: dict, eps, seconds: float) -> None:
              f"the runtime's encoders with a straight-through gradient). 8 bits: post-training "
              f"quantization; 4 and 2 bits: {how}. FGSM (torchattacks convention, x in [0, 1]) "
              f"on the first {a.limit} test images, white-box on the deployed integer weights "
-             f"(runtime.twin, atan surrogate; rate: EOT {a.eot}); accuracy of the adversarial "
+             f"(runtime.lab.twin, atan surrogate; rate: EOT {a.eot}); accuracy of the adversarial "
              f"images on the chip runtime. Seed {a.seed}; {seconds:.0f} s "
              f"({C.environment(a)})." + (" **--quick smoke run: not meaningful.**"
                                          if a.quick else ""))

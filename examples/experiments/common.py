@@ -54,7 +54,7 @@ def build_snn(dropout: float = 0.0, threshold: float = 1.0, c1: int = 16, c2: in
     """The bundled digits architecture (examples/digits/train.py), with options:
     dropout after each hidden IF, a hidden-layer threshold, BatchNorm ('bn') or ShiftBN ('shift')
     after each convolution (convolutions then have no bias)."""
-    from frontends.native.qat import ShiftBN
+    from frontends.training.qat import ShiftBN
 
     def norm(c):
         if bn == "bn":
@@ -82,7 +82,7 @@ def build_snn(dropout: float = 0.0, threshold: float = 1.0, c1: int = 16, c2: in
 
 def compile_image(model, bits=8, per_channel=False, timesteps=8, clip="max", encoding="direct"):
     """Compile (full pipeline) and load the chip image: (Program, ChipImage)."""
-    from compiler import compile_model
+    from frontends import compile_model
     from runtime.image import from_sections
     if isinstance(model, nn.Module):
         model = model.cpu().eval()
@@ -93,7 +93,7 @@ def compile_image(model, bits=8, per_channel=False, timesteps=8, clip="max", enc
 
 
 def chip_run(image, x, T, encoding="direct", seed=0):
-    from runtime.simulator import run
+    from runtime.engines.tick import run
     return run(image, x, timesteps=T, encoding=encoding, seed=seed)
 
 
@@ -104,7 +104,7 @@ def chip_accuracy(image, x, y, T, encoding="direct", seed=0) -> float:
 def torch_encoder(name: str, seed: int = 0):
     """A Trainer encoder for the runtime's encodings (exact forward, straight-through backward;
     stochastic encodings draw new samples every call)."""
-    from runtime.encoding import encode_torch
+    from compiler.encoding import encode_torch
     state = {"i": 0}
 
     def enc(x: torch.Tensor, T: int) -> torch.Tensor:

@@ -11,9 +11,9 @@ Three ANNs with the digits architecture (conv 16 -> act -> avgpool -> conv 32 ->
     qcfs-L4   QCFS with L = 4 (Bu et al. 2022; trainable lambda, floor + shift 1/2)
     qcfs-L8   QCFS with L = 8
 
-Each is exported to ONNX (QCFS as Clip(0, lambda): frontends.native.qcfs.export_ann), imported
+Each is exported to ONNX (QCFS as Clip(0, lambda): frontends.training.qcfs.export_ann), imported
 by snnc's ANN importer and converted (Clip bound -> IF threshold, v_init = theta/2, soft reset;
-frontends.convert_ann), compiled at 8 bits and evaluated with the integer reference at every T
+frontends.onnx.ann), compiled at 8 bits and evaluated with the integer reference at every T
 (``compiler.reference.run_int``, bit-exact with the chip runtime; one T per model is also run on
 the runtime as a check). For comparison, a BPTT-trained SNN of the same architecture (the
 digits example recipe, trained at T = 8) is compiled and run on the runtime at every T.
@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from frontends.native.qcfs import QCFS, export_ann, thresholds  # noqa: E402
-from frontends.native.train import TrainConfig, Trainer  # noqa: E402
+from frontends.training.qcfs import QCFS, export_ann, thresholds  # noqa: E402
+from frontends.training.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 def build_ann(act) -> nn.Sequential:
@@ -63,10 +63,9 @@ def main(argv=None) -> int:
     if a.quick:
         a.epochs, a.snn_epochs, a.timesteps = 2, 1, "4,16"
     C.setup(a)
-    from frontends.convert_ann import report
-    from frontends.onnx_io import import_ann
+    from frontends.onnx import import_ann, report
+    from runtime.engines.tick import run_payloads
     from runtime.image import from_sections
-    from runtime.simulator import run_payloads
 
     clock = C.Clock()
     xtr, ytr, xte, yte = C.digits()
@@ -87,7 +86,7 @@ def main(argv=None) -> int:
         rows = rep["rows"]
         # one runtime check per model (largest T), bit-exact with the integer reference
         from compiler import compile_model
-        from frontends.convert_ann import convert, snn_payloads
+        from frontends.onnx import convert, snn_payloads
         conv = convert(ann, xtr[:a.calib], timesteps=Ts[-1], check=False)
         prog = compile_model(conv.graph, bits=a.bits, timesteps=Ts[-1])
         img = from_sections(prog.sections(), prog.spec.digest())

@@ -15,7 +15,7 @@ method from the same weights for the same number of epochs:
     dropout              dropout p = 0.3 after each hidden IF layer
 
 Each model is compiled to the chip (8-bit weights) and evaluated on the digits test set on
-``samples`` chip instances per mismatch level (runtime.sweep: relative Gaussian mismatch
+``samples`` chip instances per mismatch level (runtime.lab.sweep: relative Gaussian mismatch
 w(1 + zeta N) on the deployed weights, frozen per instance; the same instance seed gives the
 same N at every level). Output: docs/experiments/mismatch.{md,png,json}.
 """
@@ -31,13 +31,13 @@ import common as C  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from frontends.native.robust import (  # noqa: E402
+from frontends.training.robust import (  # noqa: E402
     AWP,
     AdversarialWeights,
     ForwardNoise,
     Standard,
 )
-from frontends.native.train import TrainConfig, Trainer  # noqa: E402
+from frontends.training.trainer import TrainConfig, Trainer  # noqa: E402
 
 METHODS = ("standard", "forward-noise", "adversarial", "adversarial+fn", "awp", "dropout")
 
@@ -75,8 +75,8 @@ def main(argv=None) -> int:
     if a.quick:
         a.pretrain_epochs, a.epochs, a.samples, a.levels = 3, 1, 5, "0.1,0.4,0.7"
     C.setup(a)
-    from runtime import sweep
-    from runtime.encoding import encode
+    from compiler.encoding import encode
+    from runtime.lab import sweep
 
     clock = C.Clock()
     xtr, ytr, xte, yte = C.digits()
@@ -129,7 +129,7 @@ def _report(a, results: dict, levels: list[float], seconds: float) -> None:
              f"pre-trained {a.pretrain_epochs} epochs, then {a.epochs} fine-tuning epochs per "
              f"method (Adam lr 1e-3). Compiled with {a.bits}-bit weights; mismatch "
              f"w -> w(1 + zeta N) on the deployed weights ({a.domain} domain, "
-             f"runtime.noise.Mismatch), {a.samples} chip instances per level, "
+             f"runtime.lab.noise.Mismatch), {a.samples} chip instances per level, "
              f"{a.n_test} digits test images. Hyper-parameters: eta = {a.eta}, "
              f"zeta = {a.zeta}, beta = {a.beta}, N_steps = {a.attack_steps}, dropout p = 0.3. "
              f"Seed {a.seed}. Total run time {seconds:.0f} s ({C.environment(a)})."

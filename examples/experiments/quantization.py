@@ -6,7 +6,7 @@
 Rows (digits SNN, T = 8, direct encoding; every accuracy measured on the compiled chip runtime):
 
 * PTQ: the float-trained model compiled at 8/4/2 bits, per-layer and per-channel scales;
-* QAT: the same float model fine-tuned with ``frontends.native.qat.Quantizer`` at that width and
+* QAT: the same float model fine-tuned with ``frontends.training.qat.Quantizer`` at that width and
   scale mode, then compiled; the column ``QAT == chip`` says whether the QAT model's integer
   evaluation (``Quantizer.run_int``) equals the runtime's output on every test image (counts,
   membranes and scores of the output layer);
@@ -30,8 +30,8 @@ import common as C  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from frontends.native.qat import Quantizer, export_model, fold_batchnorm  # noqa: E402
-from frontends.native.train import TrainConfig, Trainer  # noqa: E402
+from frontends.training.qat import Quantizer, export_model, fold_batchnorm  # noqa: E402
+from frontends.training.trainer import TrainConfig, Trainer  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -140,7 +140,7 @@ def _report(a, rows, seconds, float_acc, bn_float, pow2) -> None:
     setup = (f"Digits SNN (examples/digits architecture), T = {a.timesteps}, direct encoding, "
              f"float training {a.epochs} epochs (Adam 3e-3, batch 64), QAT fine-tuning "
              f"{a.qat_epochs} epochs (Adam 1e-3) from the float weights. 360 test images, "
-             f"every accuracy from the chip runtime (runtime.simulator.run on the compiled "
+             f"every accuracy from the chip runtime (runtime.engines.tick.run on the compiled "
              f"image). Seed {a.seed}; {seconds:.0f} s ({C.environment(a)})."
              + (" **--quick smoke run: not meaningful.**" if a.quick else ""))
     sections = [

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+import frontends.native.layers as layers
 from compiler.errors import FrontendError, IRVerificationError, UnsupportedOpError
 from compiler.ir import (
     IF,
@@ -44,7 +45,6 @@ from compiler.ir import (
     verify,
 )
 from compiler.ir.linear import out_shape
-from frontends.native import layers
 
 logger = logging.getLogger(__name__)
 SOURCE = "torch module"

@@ -302,7 +302,7 @@ def plan(image: ChipImage, device: str = "cpu", impl: str | None = None,
         return cache[key]
     base = cache.get(key)
     analog = bool(instance is not None and instance.analog)
-    from runtime.simulator import REG_NAMES
+    from runtime.engines.tick import REG_NAMES
     ops_all = image.layer_ops               # checks every crossbar cell once
     glob = [image.layer_neurons(li) for li in range(len(image.layers))]
     inst_m = _instance_matrices(image, instance) if instance is not None else None
@@ -366,14 +366,14 @@ def plan(image: ChipImage, device: str = "cpu", impl: str | None = None,
 def _instance_matrices(image: ChipImage, instance) -> list[dict]:
     """Per layer: the instance's per-source matrices [n_src, n] (CSR, int64 or float64) built
     from its weight rows, and whether any cell differs from the deployed image."""
-    from runtime.noise import _layout
+    from runtime.lab.noise import _layout
     lay = _layout(image)
     wrow = np.asarray(instance.wrow)
     if wrow.shape != lay.wrow.shape:
         raise SimulationError(f"instance '{instance.label}': weight rows of shape "
                               f"{list(wrow.shape)}, the image needs {list(lay.wrow.shape)}")
     analog = bool(instance.analog)
-    from runtime.simulator import REG_NAMES
+    from runtime.engines.tick import REG_NAMES
     unknown = set(instance.regs or {}) - set(REG_NAMES)
     if unknown:
         raise SimulationError(f"instance '{instance.label}': unknown registers {sorted(unknown)}")
@@ -553,7 +553,7 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
                  impl: str | None = None, chunk: int = CHUNK):
     """The layer engine's ``run_payloads`` (same arguments and RunResult as the tick engine's;
     ``tick_cycles``, ``core_busy`` and ``link_load`` are empty and the cycle counter is 0)."""
-    from runtime.simulator import RunResult
+    from runtime.engines.tick import RunResult
     if weights is not None:
         raise SimulationError("the layer engine takes noise instances (instance=), not raw "
                               "weight rows", "use engine='tick' with weights=")

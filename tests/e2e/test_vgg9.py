@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 from benchmarks.networks import vgg9
-from compiler import compile_model
 from compiler.chip import PICORE64
 from compiler.errors import CapacityError
 from compiler.ir import verify
 from compiler.passes import place, route
+from frontends import compile_model
+from runtime.engines.tick import run_payloads
 from runtime.image import from_sections
-from runtime.simulator import run_payloads
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compiler import compile_model, reference
+from compiler import reference
 from compiler.errors import FrontendError, UnsupportedOpError
 from compiler.ir import IF, LIF, Affine, Conv2d, Graph, Input, Output, SumPool2d
 from compiler.passes import fold_bn, lower
 from compiler.passes.calibrate import direct_payloads
-from frontends import load_model
+from frontends import compile_model, load_model
 from frontends.datasets import load_dataset
-from frontends.nir_io import CONVENTIONS, export_nir, from_nir_graph, import_nir, to_nir
+from frontends.nir import CONVENTIONS, export_nir, from_nir_graph, import_nir, to_nir
+from runtime.engines.tick import run_payloads
 from runtime.image import from_sections
-from runtime.simulator import run_payloads
 
 
 def _nir_file(tmp_path, g, name="m.nir"):
@@ -288,7 +288,7 @@ def test_cli_export_and_compile_nir(tmp_path):
     from factories import make_mlp
 
     from compiler.cli import cli
-    from frontends.onnx_io import export_onnx
+    from frontends.onnx import export_onnx
     onnx_path = tmp_path / "m.onnx"
     export_onnx(make_mlp(sizes=(64, 16, 10), seed=2), onnx_path)
     run = CliRunner()

@@ -18,20 +18,22 @@ from torch import nn
 from compiler.errors import FrontendError, UnsupportedOpError
 from compiler.ir import IF, Scale
 from frontends import is_ann_file, load_model
-from frontends.convert_ann import (
+from frontends.datasets import calibration_arrays, load_dataset
+from frontends.onnx import (
     Activation,
     activation_thresholds,
     calibrate_v_init,
     check_onnxruntime,
     convert,
+    import_ann,
+    import_onnx,
+    is_ann_model,
     lower_snn,
     report,
     run_ann,
     run_snn_float,
     to_snn,
 )
-from frontends.datasets import calibration_arrays, load_dataset
-from frontends.onnx_io import import_ann, import_onnx, is_ann_model
 
 ROOT = Path(__file__).resolve().parents[2]
 ANN = ROOT / "examples" / "cnn" / "ann.onnx"
@@ -228,7 +230,7 @@ def test_clip_bounds_need_no_calibration_relu_does():
 
 
 def import_onnx_model(m):
-    from frontends.onnx_io import from_onnx_model
+    from frontends.onnx import from_onnx_model
     return from_onnx_model(m)
 
 
@@ -295,7 +297,8 @@ def test_v_init_calibration_closes_the_rate_gap():
 def digits_report(calib):
     ann = import_ann(ANN)
     te = load_dataset("digits", "test")
-    return report(ann, calib, te.x, te.y, timesteps=(8, 32), runtime=True)
+    from compiler.cli import _run_chip
+    return report(ann, calib, te.x, te.y, timesteps=(8, 32), run_chip=_run_chip)
 
 
 def test_bundled_cnn_done_when(digits_report):

@@ -12,7 +12,7 @@ from compiler.errors import FrontendError, UnsupportedOpError
 from compiler.ir import Affine, AvgPool2d, Conv2d, Flatten, Graph, Input, Output, dump
 from frontends import load_model, native
 from frontends.native.convert import to_graph
-from frontends.onnx_io import DOMAIN, export_onnx, import_onnx, to_onnx_model
+from frontends.onnx import DOMAIN, export_onnx, import_onnx, to_onnx_model
 
 
 def _assert_same_graph(a: Graph, b: Graph) -> None:

@@ -1,4 +1,4 @@
-"""QAT (frontends/native/qat.py): the quantizer's integers are the compiler's, and the QAT model's
+"""QAT (frontends/training/qat/): the quantizer's integers are the compiler's, and the QAT model's
 integer evaluation equals the compiled chip's runtime output bit for bit."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from compiler import compile_model, reference
+from compiler import reference
 from compiler.errors import UnsupportedOpError
 from compiler.passes.calibrate import direct_payloads
-from frontends import native
-from frontends.native.qat import (
+from frontends import compile_model, native
+from frontends.training.qat import (
     Quantizer,
     ShiftBN,
     check_against,
@@ -22,7 +22,7 @@ from frontends.native.qat import (
     fold_batchnorm,
     quantize_input,
 )
-from frontends.native.train import TrainConfig, Trainer
+from frontends.training.trainer import TrainConfig, Trainer
 
 
 @pytest.fixture(autouse=True)
@@ -182,8 +182,8 @@ def _digits_data():
 
 
 def _chip(model, x, T, **opts):
+    from runtime.engines.tick import run
     from runtime.image import from_sections
-    from runtime.simulator import run
     prog = compile_model(model, input_shape=(1, 8, 8), timesteps=T, **opts)
     img = from_sections(prog.sections(), prog.spec.digest())
     return prog, run(img, x, timesteps=T, encoding="direct")
@@ -191,7 +191,7 @@ def _chip(model, x, T, **opts):
 
 def test_qat_digits_equals_compiled_chip(tmp_path):
     """Train 4-bit QAT on digits, export ONNX, compile, run the chip runtime: identical."""
-    from frontends.onnx_io import export_onnx
+    from frontends.onnx import export_onnx
     tr, te = _digits_data()
     torch.manual_seed(0)
     model = _digits_like(8, 16)

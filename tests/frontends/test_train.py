@@ -1,4 +1,4 @@
-"""The BPTT trainer (frontends/native/train.py) and the robustness objectives (robust.py)."""
+"""The BPTT trainer (frontends/training/trainer.py) and the robustness objectives (robust.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from frontends import native
-from frontends.native.robust import (
+from frontends.training.robust import (
     AWP,
     AdversarialWeights,
     ForwardNoise,
@@ -18,7 +18,7 @@ from frontends.native.robust import (
     StepContext,
     perturbable,
 )
-from frontends.native.train import CHECKPOINT_FORMAT, TrainConfig, Trainer
+from frontends.training.trainer import CHECKPOINT_FORMAT, TrainConfig, Trainer
 
 
 @pytest.fixture(autouse=True)

@@ -9,10 +9,12 @@ import torch
 from click.testing import CliRunner
 from factories import make_convnet, make_mlp
 
-from compiler import compile_model
 from compiler.chip import PICORE64
-from runtime import evaluate as ev
-from runtime.attacks import (
+from frontends import compile_model
+from runtime.engines.tick import run_payloads
+from runtime.image import from_sections
+from runtime.lab import evaluate as ev
+from runtime.lab.attacks import (
     SweepConfig,
     Target,
     attack_sweep,
@@ -24,9 +26,7 @@ from runtime.attacks import (
     sda,
     sda_metrics,
 )
-from runtime.image import from_sections
-from runtime.simulator import run_payloads
-from runtime.twin import Twin, encode_payloads, torch_threads
+from runtime.lab.twin import Twin, encode_payloads, torch_threads
 
 
 @pytest.fixture(scope="module")

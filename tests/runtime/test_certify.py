@@ -1,4 +1,4 @@
-"""IBP certificates (runtime/certify.py): exact at zeta = 0, sound on sampled chip instances."""
+"""IBP certificates (runtime/lab/certify.py): exact at zeta = 0, sound on sampled chip instances."""
 
 import json
 
@@ -8,12 +8,12 @@ from factories import make_mlp, random_net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler import compile_model
 from compiler.chip import PICORE64
 from compiler.errors import SimulationError
-from runtime import certify, noise
+from frontends import compile_model
+from runtime.engines.tick import run_payloads
 from runtime.image import from_sections
-from runtime.simulator import run_payloads
+from runtime.lab import certify, noise
 
 
 def image_of(graph, **kw):
@@ -94,8 +94,8 @@ def test_bounds_are_sound_on_sampled_instances(net, bits, zeta, thresholds, grad
 @pytest.fixture(scope="module")
 def digits_like():
     img = image_of(make_mlp((64, 40, 10), seed=5), bits=8)
+    from compiler.encoding import encode
     from frontends.datasets import load_dataset
-    from runtime.encoding import encode
     ds = load_dataset("digits", split="test", limit=60)
     p = encode("direct", ds.x.reshape(len(ds.x), -1), 6)
     return img, p

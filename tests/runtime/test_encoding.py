@@ -1,4 +1,4 @@
-"""runtime.encoding: payload formulas, shapes, determinism, torch twin, errors."""
+"""compiler.encoding: payload formulas, shapes, determinism, torch twin, errors."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from compiler import encoding as E
 from compiler.errors import SimulationError
-from runtime import encoding as E
 
 ALL_NAMES = list(E.ENCODINGS) + ["latency-log"]
 

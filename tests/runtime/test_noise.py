@@ -1,4 +1,4 @@
-"""Device noise models (runtime/noise.py), the float kernel path, sweeps and the noise CLI."""
+"""Device noise models (runtime/lab/noise.py), the float kernel path, sweeps and the noise CLI."""
 
 import json
 import math
@@ -9,12 +9,12 @@ from factories import make_convnet, make_mlp, random_net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler import compile_model
 from compiler.chip import PICORE64
 from compiler.errors import SimulationError
-from runtime import noise
+from frontends import compile_model
+from runtime.engines.tick import dense_rows, run_payloads, tables
 from runtime.image import from_sections
-from runtime.simulator import dense_rows, run_payloads, tables
+from runtime.lab import noise
 
 
 def image_of(graph, **kw):
@@ -164,7 +164,7 @@ def test_analog_path_equals_integer_path_on_integer_weights():
 
 def _float_reference(img, inst, payloads):
     """Layer-synchronous numpy model of an analog instance (float semantics of kernels.py)."""
-    from runtime.twin import rows_to_csr
+    from runtime.lab.twin import rows_to_csr
     g = img.unmap()
     mats = rows_to_csr(img, inst.wrow)
     vlo, vhi = (float(v) for v in img.spec.membrane_range)
@@ -329,7 +329,7 @@ def test_composition_applies_in_order(mlp):
 
 # --- sweeps and the CLI ----------------------------------------------------------------------
 def test_sweep_rows_are_deterministic(mlp):
-    from runtime.sweep import sweep
+    from runtime.lab.sweep import sweep
     p = payloads_for(mlp, B=20)
     y = run_payloads(mlp, p).predictions
     a = sweep(mlp, p, y, "mismatch", [0.0, 0.5], samples=3, seed=1)
@@ -343,7 +343,7 @@ def test_sweep_rows_are_deterministic(mlp):
 
 
 def test_worst_case_hurts_at_least_as_much_as_random(mlp):
-    from runtime.sweep import sweep, worst_case
+    from runtime.lab.sweep import sweep, worst_case
     p = payloads_for(mlp, B=40, seed=3)
     y = run_payloads(mlp, p).predictions
     z = 0.3
@@ -357,7 +357,7 @@ def test_worst_case_hurts_at_least_as_much_as_random(mlp):
 
 
 def test_landscape(mlp):
-    from runtime.sweep import landscape
+    from runtime.lab.sweep import landscape
     p = payloads_for(mlp, B=20)
     y = run_payloads(mlp, p).predictions
     ls = landscape(mlp, p, y, repeats=2, alphas=[-1, -0.5, 0.5, 1])

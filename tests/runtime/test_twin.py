@@ -10,12 +10,13 @@ from factories import make_convnet, make_mlp, random_net
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compiler import compile_model, reference
+from compiler import reference
 from compiler.chip import PICORE64
-from runtime.encoding import encode
+from compiler.encoding import encode
+from frontends import compile_model
+from runtime.engines.tick import dense_rows, run_payloads
 from runtime.image import from_sections
-from runtime.simulator import dense_rows, run_payloads
-from runtime.twin import SURROGATES, Twin, bridge, csr_to_rows, encode_payloads, rows_to_csr
+from runtime.lab.twin import SURROGATES, Twin, bridge, csr_to_rows, encode_payloads, rows_to_csr
 
 TINY = dataclasses.replace(PICORE64, name="tiny", mesh_x=2, mesh_y=2, xbar_rows=64,
                            xbar_cols=128, max_chips=16)

@@ -4,13 +4,13 @@ Gradients come from a differentiable model, the adversarial examples are always 
 cycle-level runtime* (``run_payloads``):
 
 * hardware level (default): white-box on the deployed integer weights through
-  :class:`runtime.twin.Twin` (bit-exact forward, surrogate backward), optionally of a noise
+  :class:`runtime.lab.twin.Twin` (bit-exact forward, surrogate backward), optionally of a noise
   instance;
 * algorithm level (``--source model.onnx``): gradients of the float source model (lowered float
   graph, the same Twin code with float neurons); the examples are then *transferred* to the chip.
 
 Conventions (torchattacks, algorithms.md §4.1-4.2): inputs are images in [0, 1]; the encoder is
-inside the model (straight-through backward, ``runtime.encoding.encode_torch``); the loss is the
+inside the model (straight-through backward, ``compiler.encoding.encode_torch``); the loss is the
 cross-entropy on the output scores expressed in output-spike units (``scores / twin.logit_unit``:
 count + V/th of the output layer, the scale the model was trained with; raw chip scores are
 ``x scale`` integers and would saturate the softmax). FGSM: ``x + eps sign(grad)``; PGD: uniform
@@ -35,11 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from compiler.encoding import encode
 from compiler.errors import SnnError
-from runtime import evaluate as ev
-from runtime.encoding import encode
-from runtime.simulator import run_payloads
-from runtime.twin import Twin, encode_payloads, torch_threads
+from runtime.engines.tick import run_payloads
+from runtime.lab import evaluate as ev
+from runtime.lab.twin import Twin, encode_payloads, torch_threads
 
 ATTACKS = ("fgsm", "pgd", "sda")
 STOCHASTIC = ("rate",)
@@ -67,11 +67,19 @@ class Target:
         self.eot = max(1, int(eot)) if encoding in STOCHASTIC else 1
         self.seed = int(seed)
         self.temperature = float(temperature)
+        self._unit = 0
+        self._draws = 0
+
+    def start_unit(self, key: int) -> None:
+        """Restart the encoder-draw sequence for work unit ``key`` (a sample chunk at one eps):
+        the draws of a unit depend on the run seed and the unit's coordinates only, so chunks
+        give the same numbers in any order, on any worker (runtime/lab/cluster.py)."""
+        self._unit = int(key)
         self._draws = 0
 
     def _next_seed(self) -> int:
         self._draws += 1
-        return EOT_SEED_BASE + 7919 * self.seed + self._draws
+        return EOT_SEED_BASE + 7919 * self.seed + 104729 * self._unit + self._draws
 
     def logits(self, x: torch.Tensor, seed: int | None = None) -> torch.Tensor:
         p = encode_payloads(x, self.encoding, self.T, self._next_seed() if seed is None else seed)
@@ -137,24 +145,44 @@ def pgd(target: Target, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: flo
     return best if keep_best else x_adv
 
 
+def generate_chunk(target: Target, xb: np.ndarray, yb: np.ndarray, attack: str, eps: float,
+                   steps: int, alpha: float | None, seed: int, start: int) -> np.ndarray:
+    """One work unit: adversarial images for the chunk of samples starting at index ``start``.
+    Its randomness (PGD start, EOT encoder draws) depends on (seed, start, eps) only."""
+    if attack not in ("fgsm", "pgd"):
+        raise SnnError(f"unknown attack '{attack}'",
+                       "use fgsm or pgd (sda: runtime.lab.attacks.sda)")
+    xt = torch.as_tensor(np.asarray(xb, np.float64))
+    if eps <= 0:
+        return xt.numpy()
+    yt = torch.as_tensor(np.asarray(yb, np.int64))
+    target.start_unit(start * 1000003 + int(round(float(eps) * 1e6)))
+    with torch_threads(1):
+        if attack == "fgsm":
+            adv = fgsm(target, xt, yt, eps)
+        else:
+            adv = pgd(target, xt, yt, eps, alpha, steps, seed=seed + start)
+    return adv.numpy()
+
+
 def generate(target: Target, x: np.ndarray, y: np.ndarray, attack: str, eps: float,
              steps: int = 10, alpha: float | None = None, batch: int = 128,
-             seed: int = 0) -> np.ndarray:
-    """Adversarial images (same shape as ``x``, in [0, 1]) for a whole set, batch by batch."""
-    out = np.empty_like(np.asarray(x, np.float64))
-    for i in range(0, len(x), batch):
-        xb = torch.as_tensor(np.asarray(x[i:i + batch], np.float64))
-        yb = torch.as_tensor(np.asarray(y[i:i + batch], np.int64))
-        if eps <= 0:
-            adv = xb
-        elif attack == "fgsm":
-            adv = fgsm(target, xb, yb, eps)
-        elif attack == "pgd":
-            adv = pgd(target, xb, yb, eps, alpha, steps, seed=seed + i)
-        else:
-            raise SnnError(f"unknown attack '{attack}'", f"use one of {', '.join(ATTACKS)}")
-        out[i:i + batch] = adv.numpy()
-    return out
+             seed: int = 0, cluster=None) -> np.ndarray:
+    """Adversarial images (same shape as ``x``, in [0, 1]) for a whole set, chunk by chunk.
+
+    With ``cluster`` (runtime/lab/cluster.py) the chunks are work units on Ray (the target is
+    put in the object store once); the result is identical to the local run."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.int64)
+    starts = list(range(0, len(x), batch))
+    units = [(x[i:i + batch], y[i:i + batch], attack, float(eps), int(steps), alpha, int(seed), i)
+             for i in starts]
+    if cluster is not None and units:
+        parts = cluster.map(generate_chunk, units, shared=(cluster.put(target),),
+                            desc=f"{attack} eps={float(eps):.4g}")
+    else:
+        parts = [generate_chunk(target, *u) for u in units]
+    return np.concatenate(parts) if parts else np.empty_like(x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +199,7 @@ def run_images(image, x: np.ndarray, encoding: str, T: int, seed: int = 0, weigh
 
 def evaluate_examples(image, x, x_adv, y, encoding: str, T: int, seed: int = 0,
                       clean=None, workers=None) -> dict:
-    """Runtime metrics of adversarial images against clean ones (runtime/evaluate.py)."""
+    """Runtime metrics of adversarial images against clean ones (runtime/lab/evaluate.py)."""
     clean = clean if clean is not None else run_images(image, x, encoding, T, seed,
                                                        workers=workers)
     adv = run_images(image, x_adv, encoding, T, seed, workers=workers)
@@ -182,7 +210,7 @@ def evaluate_examples(image, x, x_adv, y, encoding: str, T: int, seed: int = 0,
 
 def float_graph_of(source, spec, input_shape=None):
     """The lowered float graph of a source model (fold-bn + lower), for algorithm-level attacks."""
-    from compiler import compile_model
+    from frontends import compile_model
     return compile_model(source, spec, stop_after="lower", input_shape=input_shape).graph
 
 
@@ -202,7 +230,7 @@ class SweepConfig:
 
 
 def attack_sweep(image, x: np.ndarray, y: np.ndarray, cfg: SweepConfig, source_graph=None,
-                 instance=None) -> dict:
+                 instance=None, cluster=None) -> dict:
     """FGSM/PGD over ``cfg.eps`` on ``image``; every example evaluated on the runtime.
 
     With ``source_graph`` (a lowered float graph) the gradients come from the float model
@@ -211,10 +239,11 @@ def attack_sweep(image, x: np.ndarray, y: np.ndarray, cfg: SweepConfig, source_g
     (transfer). Returns ``{"attack", "encoding", "surrogate", "level", ..., "results": [...]}``.
     """
     with torch_threads(1):
-        return _attack_sweep(image, x, y, cfg, source_graph, instance)
+        return _attack_sweep(image, x, y, cfg, source_graph, instance, cluster)
 
 
-def _attack_sweep(image, x, y, cfg: SweepConfig, source_graph=None, instance=None) -> dict:
+def _attack_sweep(image, x, y, cfg: SweepConfig, source_graph=None, instance=None,
+                  cluster=None) -> dict:
     t0 = time.perf_counter()
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.int64)
@@ -233,7 +262,7 @@ def _attack_sweep(image, x, y, cfg: SweepConfig, source_graph=None, instance=Non
     for eps in cfg.eps:
         ts = time.perf_counter()
         x_adv = generate(target, x, y, cfg.attack, float(eps), cfg.steps, cfg.alpha, cfg.batch,
-                         cfg.seed)
+                         cfg.seed, cluster=cluster)
         r = {"eps": float(eps), "eps_255": float(eps) * 255}
         r.update(evaluate_examples(image, x, x_adv, y, cfg.encoding, cfg.T, cfg.seed, clean,
                                    cfg.workers))
@@ -411,140 +440,8 @@ def sda_run(image, events: np.ndarray, y: np.ndarray, surrogate: str = "pdsg", k
 # --------------------------------------------------------------------------------------------
 # snnrun --attack
 # --------------------------------------------------------------------------------------------
-def _fmt(v, pct=True, digits=2) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return f"{100 * v:.{digits}f}%" if pct else f"{v:.{digits}f}"
-
-
-def eps_label(eps) -> str:
-    if eps is None:
-        return "-"
-    k = eps * 255
-    return f"{k:g}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
-
-
-def results_table(out: dict) -> str:
-    """A readable text table of an attack result dict."""
-    from compiler.cliutil import table
-    rows = []
-    for r in out["results"]:
-        row = [eps_label(r.get("eps")), _fmt(r["clean_accuracy"]), _fmt(r["adv_accuracy"]),
-               _fmt(r["accuracy_loss"]), _fmt(r["asr"]),
-               _fmt(r["spike_activity_change"]), _fmt(r.get("nsr_db"), False, 1)]
-        if out["attack"] == "sda":
-            row += [_fmt(r.get("sda_success_rate")), _fmt(r.get("l0_mean"), False, 1),
-                    _fmt(r.get("l0_median"), False, 0)]
-        else:
-            row += [_fmt(r.get("l2"), False, 3), _fmt(r.get("linf"), False, 4)]
-        if "source_adv_accuracy" in r:
-            row += [_fmt(r["source_adv_accuracy"])]
-        rows.append(row)
-    head = ["eps", "clean acc", "adv acc", "acc loss", "ASR", "spike chg", "NSR dB"]
-    head += ["SDA success", "L0 mean", "L0 median"] if out["attack"] == "sda" else ["L2", "Linf"]
-    if out["results"] and "source_adv_accuracy" in out["results"][0]:
-        head += ["float adv acc"]
-    title = (f"{out['attack'].upper()} ({out['level']} level, encoding {out['encoding']}, "
-             f"surrogate {out['surrogate']}, T={out['timesteps']}, n={out['n']})")
-    return title + "\n" + table(rows, head)
-
-
-def plot_accuracy_vs_eps(runs: list[dict], path) -> str:
-    """Accuracy vs eps, one line per (encoding, attack, label) run."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for out in runs:
-        rs = [r for r in out["results"] if r.get("eps") is not None]
-        if not rs:
-            continue
-        xs = [0.0] + [r["eps"] * 255 for r in rs]
-        ys = [rs[0]["clean_accuracy"] * 100] + [r["adv_accuracy"] * 100 for r in rs]
-        lab = out.get("label") or f"{out['attack']} {out['encoding']}"
-        ax.plot(xs, ys, marker="o", label=lab)
-    ax.set_xlabel("eps (x 1/255)")
-    ax.set_ylabel("chip accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
-
-
-def main_attack(ctx) -> None:
-    """``snnrun chip.bin --attack fgsm|pgd|sda ...`` (see runtime/cli.py for the options)."""
-    import json
-    from pathlib import Path
-
-    import click
-
-    from compiler.cliutil import echo_json, jsonable
-    from runtime.cli import parse_list
-
-    p = ctx.params
-    attack = p["attack"]
-    eps = parse_list(p.get("eps"), "--eps") or list(DEFAULT_EPS)
-    if any(e < 0 or e > 1 for e in eps):
-        raise click.BadParameter("--eps values must lie in [0, 1] (e.g. 8/255)")
-    surrogate = p.get("surrogate") or "atan"
-    steps = int(p.get("steps") or 10)
-    if steps < 1:
-        raise click.BadParameter("--steps must be >= 1")
-    eot = int(p.get("eot") or 1)
-    ds, img = ctx.dataset, ctx.image
-    x = np.asarray(ds.x, np.float64)
-    y = np.asarray(ds.y, np.int64)
-    n_out = int(img.meta["output"]["neurons"])
-    if y.size and int(y.max()) >= n_out:
-        raise SnnError(f"labels of the data go up to {int(y.max())} but {ctx.image_path} has "
-                       f"{n_out} outputs", "attack the image with the data it was trained for")
-    if attack == "sda":
-        from frontends.datasets import binarize_events
-        evs = binarize_events(ds, ctx.timesteps, seed=ctx.seed)
-        out = sda_run(img, evs.x, evs.y, surrogate=surrogate, iters=10 * steps, seed=ctx.seed,
-                      workers=ctx.workers, name=evs.name)
-    else:
-        src = None
-        if p.get("source"):
-            src = float_graph_of(p["source"], img.spec, tuple(img.meta["input"]["shape"]))
-            n_src = int(np.prod(src.node(src.input_name).input_type))
-            if n_src != img.n_inputs:
-                raise SnnError(f"--source {p['source']} takes {n_src} inputs but the chip image "
-                               f"takes {img.n_inputs}",
-                               "attack the model the image was compiled from")
-        cfg = SweepConfig(attack, tuple(eps), ctx.encoding, ctx.timesteps, surrogate,
-                          p.get("alpha"), steps, eot, ctx.seed, workers=ctx.workers)
-        out = attack_sweep(img, x, y, cfg, src)
-        if src is not None:
-            out["source"] = str(p["source"])
-            out["level"] = "transfer"
-    out["image"] = ctx.image_path
-    if ctx.report_dir or ctx.plots:
-        d = Path(ctx.report_dir or "snnrun-attack")
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "attack.json").write_text(json.dumps(jsonable(out), indent=2))
-        (d / "attack.md").write_text(markdown_results(out))
-        if ctx.plots and attack != "sda":
-            out["figure"] = plot_accuracy_vs_eps([out], d / "accuracy_vs_eps.png")
-    if ctx.as_json:
-        echo_json(out)
-    else:
-        click.echo(results_table(out))
-        if ctx.report_dir or ctx.plots:
-            click.echo(f"\nreport written to {ctx.report_dir or 'snnrun-attack'}/")
-
-
-def markdown_results(out: dict) -> str:
-    t = results_table(out).splitlines()
-    lines = [f"# {t[0]}", "", "```", *t[1:], "```", ""]
-    return "\n".join(lines)
 
 
 __all__ = ["Target", "fgsm", "pgd", "generate", "attack_sweep", "SweepConfig", "sda",
            "sda_metrics", "sda_run", "SDAResult", "evaluate_examples", "run_images",
-           "float_graph_of", "events_to_payloads", "main_attack", "results_table",
-           "plot_accuracy_vs_eps", "eps_label"]
+           "float_graph_of", "events_to_payloads", "DEFAULT_EPS"]

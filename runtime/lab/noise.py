@@ -2,9 +2,9 @@
 
 In: a :class:`runtime.image.ChipImage`. Out: a :class:`ChipInstance`, one frozen sample of one
 simulated chip: the per-axon dense weight rows in exactly the layout of
-``runtime.simulator.dense_rows(image)`` (int8 for digital instances, float64 for analog ones) and
+``runtime.engines.tick.dense_rows(image)`` (int8 for digital instances, float64 for analog ones) and
 overrides of neuron registers over global neurons. ``run_payloads(image, p, instance=inst)`` runs
-it (digital: the integer kernel; analog: the float kernel), ``runtime.twin.Twin(image,
+it (digital: the integer kernel; analog: the float kernel), ``runtime.lab.twin.Twin(image,
 instance=inst)`` differentiates it.
 
 Models (docs/robustness.md; formulas in the design notes, algorithms.md sections 1-2):
@@ -101,7 +101,7 @@ class ChipInstance:
     """One simulated chip: effective weights and register overrides of a deployed image.
 
     Attributes:
-        wrow: dense weight rows in the layout of ``runtime.simulator.dense_rows(image)``
+        wrow: dense weight rows in the layout of ``runtime.engines.tick.dense_rows(image)``
             (axon by axon over its core's neurons, core by core); int8 if digital, float64 if
             analog (in integer weight units).
         regs: register name (as in ``NeuronRegs``) -> array over global neurons; only the
@@ -129,7 +129,7 @@ class _Layout:
     """Per-image facts the models need (cached on the image)."""
 
     def __init__(self, image):
-        from runtime.simulator import dense_rows
+        from runtime.engines.tick import dense_rows
         a = image.a
         self.spec = image.spec
         self.n_cores = image.n_cores

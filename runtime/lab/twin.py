@@ -3,12 +3,12 @@
 ``Twin(image)`` rebuilds the logical network from ``image.unmap()`` (so it holds exactly the
 deployed integer weights and registers) and runs the chip's integer neuron update (chip.md
 'Neuron', ``compiler.reference.int_step``) in float64 torch ops; integer sums are exact in float64
-(|values| < 2^53), so for integer instances the forward equals ``runtime.simulator.run_payloads``
+(|values| < 2^53), so for integer instances the forward equals ``runtime.engines.tick.run_payloads``
 bit for bit (spike counts, final membranes, scores). The backward pass replaces the Heaviside spike
 by a surrogate derivative (below), the floor-based leaks by their linear trend (straight-through)
-and the encoders by ``runtime.encoding.encode_torch``'s straight-through estimator.
+and the encoders by ``compiler.encoding.encode_torch``'s straight-through estimator.
 
-    from runtime.twin import Twin, encode_payloads
+    from runtime.lab.twin import Twin, encode_payloads
     twin = Twin(image, surrogate="pdsg")              # or Twin(image, instance=inst)
     p = encode_payloads(x01, "direct", T=8)           # [T, B, n_in] payload floats, grad -> x01
     scores = twin(p)                                  # [B, n_out] float64 == runtime scores
@@ -17,9 +17,10 @@ and the encoders by ``runtime.encoding.encode_torch``'s straight-through estimat
 Public API (other modules depend on it; keep it stable)
 ------------------------------------------------------
 ``Twin(image, instance=None, surrogate="atan", alpha=None)``
-    ``image``: a ``ChipImage``. ``instance``: optional device-noise instance (``runtime.noise``),
+    ``image``: a ``ChipImage``. ``instance``: optional device-noise instance
+    (``runtime.lab.noise``),
     any object with ``wrow`` (dense weight rows, int8 or float64, layout of
-    ``runtime.simulator.dense_rows(image)``), ``regs`` (dict register name -> array over GLOBAL
+    ``runtime.engines.tick.dense_rows(image)``), ``regs`` (dict register name -> array over GLOBAL
     neurons, or None) and ``analog`` (bool: real-valued weights/registers, no integer rounding in
     the leaks). The instance's weights enter through :func:`rows_to_csr` (the bridge): the twin's
     sparsity is the deployed sparsity, plus any cell the instance made nonzero.
@@ -50,7 +51,7 @@ Public API (other modules depend on it; keep it stable)
     The bridge between the runtime's dense rows and per-(layer, source) CSR matrices.
 ``encode_payloads(x01, encoding, T, seed=0)``
     Images in [0, 1] -> payload floats [T, B, n_in] (exact integers forward, straight-through
-    backward via ``runtime.encoding.encode_torch``).
+    backward via ``compiler.encoding.encode_torch``).
 
 Surrogates act on the threshold-relative potential ``u = (V - th) / th`` (so an integer layer
 and its float source see the same surrogate): atan/sigmoid/triangle as in training; PDSG
@@ -61,7 +62,6 @@ per channel for (C, H, W) layers and per neuron otherwise; sigma = 1 where it is
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -75,29 +75,19 @@ from compiler.ir.graph import Graph
 from compiler.ir.linear import channels
 from compiler.ir.nodes import LIF
 from compiler.ir.verify import stage_index
+from frontends.native.functional import torch_threads  # noqa: F401  (re-exported)
 
 SURROGATES = ("atan", "sigmoid", "triangle", "pdsg")
 DEFAULT_ALPHA = {"atan": 2.0, "sigmoid": 4.0, "triangle": 1.0, "pdsg": 1.0}
 _F64 = torch.float64
 
 
-@contextlib.contextmanager
-def torch_threads(n: int = 1):
-    """Run a block with ``n`` torch intra-op threads (restored after). The twin's tensors are
-    small: on a loaded 2-core machine one thread is ~30x faster than two spinning ones."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(n)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
 
 # --------------------------------------------------------------------------------------------
 # the bridge: dense weight rows <-> per (layer, source) CSR matrices
 # --------------------------------------------------------------------------------------------
 def _axon_offsets(image) -> tuple[np.ndarray, np.ndarray]:
-    """(core_off [C+1], ax_off [A]) exactly as ``runtime.simulator.dense_rows`` lays rows out."""
+    """(core_off [C+1], ax_off [A]) exactly as ``runtime.engines.tick.dense_rows`` lays rows out."""
     a = image.a
     nb_ = a["core_neuron_base"].astype(np.int64)
     ab = a["core_axon_base"].astype(np.int64)
@@ -174,7 +164,7 @@ def bridge(image, wrow: np.ndarray | None = None, union: bool = True) -> dict:
 
 
 def rows_to_csr(image, wrow: np.ndarray, union: bool = True) -> dict:
-    """Dense weight rows (``runtime.simulator.dense_rows`` layout) -> ``{(layer, source): CSR}``
+    """Dense weight rows (``runtime.engines.tick.dense_rows`` layout) -> ``{(layer, source): CSR}``
     (float64 values, canonical order; see :func:`bridge` for the structure)."""
     return {k: lk.matrix(wrow) for k, lk in bridge(image, wrow, union).items()}
 
@@ -186,7 +176,7 @@ def csr_to_rows(image, mats: dict, dtype=np.float64, links: dict | None = None) 
     CSR data order. Keys not given keep the deployed weights. When several crossbar cells feed
     one entry (never in compiled images), the whole value goes to the first cell.
     """
-    from runtime.simulator import dense_rows
+    from runtime.engines.tick import dense_rows
 
     _, base = dense_rows(image)
     rows = base.astype(dtype)
@@ -353,7 +343,7 @@ class Twin(nn.Module):
             self._layers.append((name, L.n, srcs, P))
         P_out = self._layers[self.layer_names.index(self.output)][3]
         # the readout count * th + V uses the *deployed* thresholds (what the host programmed),
-        # also for a noise instance whose th_pos registers differ (runtime.simulator)
+        # also for a noise instance whose th_pos registers differ (runtime.engines.tick)
         L_out = graph.node(self.output)
         self._score_th = P_out["th"] if self.mode == "float" else _col(L_out.regs.th_pos, L_out.n)
         th = self._score_th.reshape(-1)
@@ -575,10 +565,10 @@ class Twin(nn.Module):
 def encode_payloads(x01: torch.Tensor, encoding: str, T: int, seed=0) -> torch.Tensor:
     """Images [B, ...] in [0, 1] -> payload floats [T, B, n_in] (float64).
 
-    Forward: exactly ``runtime.encoding.encode(encoding, x, T, seed)`` (integers); backward: the
-    encoder's straight-through gain (``runtime.encoding.ste_gain``) times 255.
+    Forward: exactly ``compiler.encoding.encode(encoding, x, T, seed)`` (integers); backward: the
+    encoder's straight-through gain (``compiler.encoding.ste_gain``) times 255.
     """
-    from runtime.encoding import INPUT_SCALE, encode_torch
+    from compiler.encoding import INPUT_SCALE, encode_torch
 
     if not isinstance(x01, torch.Tensor):
         x01 = torch.as_tensor(np.asarray(x01, np.float64))

@@ -12,7 +12,7 @@ L = T, which is why a QCFS network converts with small error at low T.
 
 Conversion path: :func:`to_clip` replaces each QCFS by ``clamp(x, 0, lam)`` (ONNX ``Clip``),
 :func:`export_ann` writes a standard ONNX CNN, and snnc's ANN importer
-(``frontends.onnx_io.import_ann`` + ``frontends.convert_ann.convert``) maps every
+(``frontends.onnx.import_ann`` + ``frontends.onnx.convert``) maps every
 ``Clip(0, lam)`` to ``IF(v_threshold=lam, soft reset, v_init=lam/2)``: the Clip bound *is* the
 QCFS threshold, so no calibration data is needed for those layers.
 

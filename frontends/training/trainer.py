@@ -1,6 +1,6 @@
 """BPTT trainer for native SNNs: seeded, resumable, CPU or CUDA (stage: training; docs/training.md).
 
-    from frontends.native.train import Trainer, TrainConfig
+    from frontends.training.trainer import Trainer, TrainConfig
     cfg = TrainConfig(epochs=40, timesteps=8, batch_size=32, lr=3e-3, seed=0,
                       checkpoint="runs/digits.pt")
     trainer = Trainer(model, cfg)                       # + method=..., quantizer=...
@@ -11,9 +11,10 @@
 One step: encode the images (direct: the same image every step; the payload rounding
 ``rint(255 x) / 255`` of the chip is applied unless ``quantize_input=False``; or Bernoulli
 ``rate`` with a straight-through gradient), run the model for T steps (``run_scores``: output
-score = count * v_threshold + v_final), let the *objective* (frontends/native/robust.py: standard
+score = count * v_threshold + v_final), let the *objective* (frontends/training/robust.py: standard
 CE, forward noise, adversarial weights, AWP, adversarial inputs) compute and back-propagate the
-loss, clip gradients (optional), step the optimizer. With a :class:`~frontends.native.qat.Quantizer`
+loss, clip gradients (optional), step the optimizer. With a
+:class:`~frontends.training.qat.Quantizer`
 the forward *and* backward run inside ``quantizer.quantized()`` (chip values swapped in, float
 masters restored before the optimizer step).
 
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from frontends.native.functional import direct, run_scores
-from frontends.native.robust import Standard, StepContext
+from frontends.training.robust import Standard, StepContext
 
 CHECKPOINT_FORMAT = "snnc-train-1"
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -132,12 +133,12 @@ class Trainer:
     Args:
         model: a native model (ends with its output IF/LIF).
         config: :class:`TrainConfig`.
-        method: the objective (default :class:`~frontends.native.robust.Standard`).
-        quantizer: a :class:`~frontends.native.qat.Quantizer` of ``model`` for QAT.
+        method: the objective (default :class:`~frontends.training.robust.Standard`).
+        quantizer: a :class:`~frontends.training.qat.Quantizer` of ``model`` for QAT.
         loss_fn: ``(scores [B, K], y [B]) -> scalar`` (default cross-entropy).
         encoder: custom ``(x [B, ...], T) -> [T, B, ...]`` replacing ``config.encoding``.
         ann: train a plain ANN (scores = ``model(x)``, no time steps), e.g. with
-            :class:`~frontends.native.qcfs.QCFS` activations for conversion.
+            :class:`~frontends.training.qcfs.QCFS` activations for conversion.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig | None = None, *,
@@ -186,7 +187,7 @@ class Trainer:
             s = (u < x.unsqueeze(0)).to(x.dtype)
             return x.unsqueeze(0) + (s - x.unsqueeze(0)).detach()
         if self.config.quantize_input:
-            from frontends.native.qat import quantize_input
+            from frontends.training.qat import quantize_input
             x = quantize_input(x)
         return direct(x, T)
 

@@ -2,7 +2,7 @@
 
 An objective computes one batch's loss and back-propagates it into the parameters' ``.grad``
 (some need several forward/backward passes at perturbed weights, so they cannot just return a
-loss). The :class:`~frontends.native.train.Trainer` calls ``objective(ctx)`` with a
+loss). The :class:`~frontends.training.trainer.Trainer` calls ``objective(ctx)`` with a
 :class:`StepContext` and then steps the optimizer. All perturbations are undone before the call
 returns; under QAT (``Trainer(quantizer=...)``) they act on the quantized weights, and the
 gradients still land on the float masters.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -11,66 +10,9 @@ import numpy as np
 
 from compiler.cliutil import debug_option, echo_json, run_cli
 from compiler.errors import SnnError
-
-ENCODINGS = ["direct", "rate", "phase", "latency", "latency-log"]
-
-
-@dataclass
-class RunContext:
-    """Everything a snnrun mode (plain run, noise sweep, attack) needs; params = all options."""
-
-    image: object
-    image_path: str
-    dataset: object
-    timesteps: int
-    encoding: str
-    seed: int
-    batch: int
-    workers: int | None
-    as_json: bool
-    report_dir: str | None
-    plots: bool
-    params: dict = field(default_factory=dict)
-
-
-def parse_list(text: str | None, what: str) -> list[float]:
-    """'0.1,0.2' or '2/255,8/255' -> floats; clear error on junk."""
-    if not text:
-        return []
-    out = []
-    for tok in text.split(","):
-        tok = tok.strip()
-        try:
-            if "/" in tok:
-                a, b = tok.split("/")
-                out.append(float(a) / float(b))
-            else:
-                out.append(float(tok))
-        except (ValueError, ZeroDivisionError) as e:
-            raise click.BadParameter(f"{what}: '{tok}' is not a number or a fraction like 8/255") from e
-    return out
-
-
-def check_bit_exact(image, payloads, result, ref=None) -> tuple[bool, dict | None]:
-    """Compare a recorded run with compiler.reference.run_int on image.unmap() (or with
-    ``ref``, that reference result already computed); returns (ok, first divergence)."""
-    from compiler import reference
-    rq = ref if ref is not None else reference.run_int(
-        image.unmap(), payloads, membrane_bits=image.spec.membrane_bits)
-    for li, L in enumerate(image.layers):
-        glob = image.layer_neurons(li)
-        c_ok = np.array_equal(result.counts_all[:, glob], rq.counts[L["name"]])
-        v_ok = np.array_equal(result.v_all[:, glob], rq.v_final[L["name"]])
-        if not (c_ok and v_ok):
-            diff = (result.counts_all[:, glob] != rq.counts[L["name"]]) | (
-                result.v_all[:, glob] != rq.v_final[L["name"]])
-            s, n = np.argwhere(diff)[0]
-            return False, {"layer": L["name"], "sample": int(s), "neuron": int(n),
-                           "runtime_count": int(result.counts_all[s, glob[n]]),
-                           "reference_count": int(rq.counts[L["name"]][s, n]),
-                           "runtime_v": int(result.v_all[s, glob[n]]),
-                           "reference_v": int(rq.v_final[L["name"]][s, n])}
-    return True, None
+from runtime.cli.common import ENCODINGS, RunContext, check_bit_exact, parse_list  # noqa: F401
+from runtime.cli.compare import compare_cmd
+from snnc._version import __version__
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,6 +63,11 @@ def check_bit_exact(image, payloads, result, ref=None) -> tuple[bool, dict | Non
 @click.option("--steps", default=10, show_default=True, help="PGD steps.")
 @click.option("--alpha", default=None, type=float, help="PGD step size (default eps/4).")
 @click.option("--eot", default=1, show_default=True, help="EOT samples for stochastic encodings.")
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="local",
+              metavar="[local|ADDRESS]",
+              help="Run the work units (sweep instances, attack chunks) on Ray: 'local' starts a "
+                   "local instance, ADDRESS joins a cluster (docs/scale-out.md).")
+@click.version_option(__version__, "--version", prog_name="snnrun", message="%(prog)s %(version)s")
 @debug_option
 def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, check, as_json,
              save_predictions, report_dir, plots, debug, **params):
@@ -132,11 +79,11 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     `snnrun compare --help`: the seed papers' table forms (encodings x attack strength,
     quantization, algorithm- vs hardware-level attacks).
     """
+    from compiler import encoding as enc
     from frontends.datasets import load_dataset
-    from runtime import encoding as enc
+    from runtime.engines.tick import run_payloads
     from runtime.image import load
-    from runtime.report import run_table, write_report
-    from runtime.simulator import run_payloads
+    from runtime.reports.run import run_table, write_report
 
     img = load(image)
     ds = load_dataset(data, split="test", limit=limit)
@@ -153,11 +100,11 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     ctx = RunContext(img, image, ds, T, name, seed, batch, workers, as_json, report_dir, plots,
                      params)
     if params.get("attack"):
-        from runtime.attacks import main_attack
+        from runtime.cli.attack import main_attack
         main_attack(ctx)
         return
     if _noise_mode(params):
-        from runtime.sweep import main_noise
+        from runtime.cli.noise import main_noise
         main_noise(ctx)
         return
     payloads = enc.encode(name, ds.x.reshape(len(ds.x), -1), T, seed=seed)
@@ -194,9 +141,7 @@ def _noise_mode(params: dict) -> bool:
                                        "dead_cores", "worst_case", "landscape", "certify"))
 
 
-SUBCOMMANDS: dict = {}
-
-import runtime.compare  # noqa: E402,F401  (registers SUBCOMMANDS["compare"]: snnrun compare)
+SUBCOMMANDS: dict = {"compare": compare_cmd}
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 In: a ChipImage, payloads [T, B, n_in], labels, a relative level zeta. Out: per sample, lower and
 upper bounds on every output score that hold for EVERY chip whose weights lie in the box
 ``[w - zeta|w|, w + zeta|w|]`` (and, with ``thresholds=True``, whose th_pos lies in
-``[th - zeta th, th + zeta th]`` clipped to [1, th_max], as ``runtime.noise.Mismatch`` clips);
+``[th - zeta th, th + zeta th]`` clipped to [1, th_max], as ``runtime.lab.noise.Mismatch`` clips);
 a sample is *certified* when ``lower(score_y) > max_{k != y} upper(score_k)``: then every such
 chip classifies it correctly (design note algorithms.md 3.7, derived here for the chip's neuron).
 
@@ -14,7 +14,7 @@ kernel); ``'digital'`` covers digital instances whose weights are the box re-qua
 (exact: at zeta = 0 the bounds are the integer run); ``'both'`` (default) covers the union.
 
 The bounds run on the layer-synchronous model of ``image.unmap()`` (which the chip equals tick for
-tick, runtime/simulator.py). Per layer, step and neuron, with intervals [lo, hi]:
+tick, runtime/engines/tick.py). Per layer, step and neuron, with intervals [lo, hi]:
 
     inputs     x in [x_lo, x_hi] >= 0 (input payloads exact; spikes of a source layer in
                {s_lo, s_hi}); I_hi = x_hi @ max(Wu, 0) + x_lo @ min(Wu, 0),

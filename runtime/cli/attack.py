@@ -1,0 +1,78 @@
+"""snnrun attack mode: ``snnrun chip.bin --attack fgsm|pgd|sda ...`` (options in runtime/cli, the
+algorithms in runtime/lab/attacks.py, tables and figures in runtime/reports/attack.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from compiler.cliutil import echo_json, jsonable
+from compiler.errors import SnnError
+from runtime.cli.common import parse_list
+from runtime.lab.attacks import DEFAULT_EPS, SweepConfig, attack_sweep, float_graph_of, sda_run
+from runtime.lab.cluster import connect
+from runtime.reports.attack import markdown_results, plot_accuracy_vs_eps, results_table
+
+
+def main_attack(ctx) -> None:
+    """``snnrun chip.bin --attack fgsm|pgd|sda ...`` (see runtime/cli/ for the options)."""
+
+
+
+    p = ctx.params
+    attack = p["attack"]
+    eps = parse_list(p.get("eps"), "--eps") or list(DEFAULT_EPS)
+    if any(e < 0 or e > 1 for e in eps):
+        raise click.BadParameter("--eps values must lie in [0, 1] (e.g. 8/255)")
+    surrogate = p.get("surrogate") or "atan"
+    steps = int(p.get("steps") or 10)
+    if steps < 1:
+        raise click.BadParameter("--steps must be >= 1")
+    eot = int(p.get("eot") or 1)
+    ds, img = ctx.dataset, ctx.image
+    x = np.asarray(ds.x, np.float64)
+    y = np.asarray(ds.y, np.int64)
+    n_out = int(img.meta["output"]["neurons"])
+    if y.size and int(y.max()) >= n_out:
+        raise SnnError(f"labels of the data go up to {int(y.max())} but {ctx.image_path} has "
+                       f"{n_out} outputs", "attack the image with the data it was trained for")
+    if attack == "sda":
+        from frontends.datasets import binarize_events
+        evs = binarize_events(ds, ctx.timesteps, seed=ctx.seed)
+        out = sda_run(img, evs.x, evs.y, surrogate=surrogate, iters=10 * steps, seed=ctx.seed,
+                      workers=ctx.workers, name=evs.name)
+    else:
+        src = None
+        if p.get("source"):
+            src = float_graph_of(p["source"], img.spec, tuple(img.meta["input"]["shape"]))
+            n_src = int(np.prod(src.node(src.input_name).input_type))
+            if n_src != img.n_inputs:
+                raise SnnError(f"--source {p['source']} takes {n_src} inputs but the chip image "
+                               f"takes {img.n_inputs}",
+                               "attack the model the image was compiled from")
+        cfg = SweepConfig(attack, tuple(eps), ctx.encoding, ctx.timesteps, surrogate,
+                          p.get("alpha"), steps, eot, ctx.seed, workers=ctx.workers)
+        cluster = connect(p.get("ray_address"), progress=not ctx.as_json)
+        out = attack_sweep(img, x, y, cfg, src, cluster=cluster)
+        if cluster is not None:
+            out["ray"] = cluster.info()
+        if src is not None:
+            out["source"] = str(p["source"])
+            out["level"] = "transfer"
+    out["image"] = ctx.image_path
+    if ctx.report_dir or ctx.plots:
+        d = Path(ctx.report_dir or "snnrun-attack")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "attack.json").write_text(json.dumps(jsonable(out), indent=2))
+        (d / "attack.md").write_text(markdown_results(out))
+        if ctx.plots and attack != "sda":
+            out["figure"] = plot_accuracy_vs_eps([out], d / "accuracy_vs_eps.png")
+    if ctx.as_json:
+        echo_json(out)
+    else:
+        click.echo(results_table(out))
+        if ctx.report_dir or ctx.plots:
+            click.echo(f"\nreport written to {ctx.report_dir or 'snnrun-attack'}/")

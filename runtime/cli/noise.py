@@ -1,0 +1,117 @@
+"""snnrun noise mode: ``snnrun chip.bin --mismatch ... | --pcm-time ... | --bitflip ... |
+--stuck-at ... | --dead-cores ... | --worst-case ... | --landscape | --certify ...`` (the
+algorithms in runtime/lab/{noise,sweep,certify}.py, tables and figures in runtime/reports/noise.py).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from runtime.lab import noise
+from runtime.lab.cluster import connect
+from runtime.lab.sweep import accuracy, landscape, sweep, worst_case
+from runtime.reports.noise import markdown_report, plot_report, text_report
+
+
+def _parse_times(text: str | None) -> list[float]:
+    if not text:
+        return []
+    return [noise.parse_time(t) for t in text.split(",") if t.strip()]
+
+
+def main_noise(ctx) -> None:
+    """The snnrun noise mode (runtime/cli/ dispatches here; options in ``ctx.params``)."""
+    import click
+
+    from compiler import encoding as enc
+    from compiler.cliutil import echo_json, jsonable
+    from runtime.cli.common import parse_list
+
+    P = ctx.params
+    ds = ctx.dataset
+    x = ds.x.reshape(len(ds.x), -1)
+    y = np.asarray(ds.y)
+    payloads = enc.encode(ctx.encoding, x, ctx.timesteps, seed=ctx.seed)
+    samples = int(P.get("samples") or 20)
+    seed = int(ctx.seed)
+    progress = sys.stderr.isatty() and not ctx.as_json
+    on = tuple(t.strip() for t in (P.get("mismatch_on") or "weights").split(",") if t.strip())
+    domain = P.get("mismatch_domain") or "digital"
+    cluster = connect(P.get("ray_address"), progress=not ctx.as_json)
+    kw = dict(workers=ctx.workers, batch=ctx.batch, progress=progress)
+    timing = {}
+    t0 = time.perf_counter()
+    clean = accuracy(ctx.image, payloads, y, workers=ctx.workers, batch=ctx.batch)
+    res = {"data": getattr(ds, "name", None) or P.get("data"), "n_test": int(len(y)),
+           "timesteps": ctx.timesteps, "encoding": ctx.encoding, "seed": seed,
+           "samples": samples, "clean_accuracy": clean, "sweep": [], "options": {}}
+    jobs = [("mismatch", parse_list(P.get("mismatch"), "--mismatch"),
+             f"{domain}, on {'+'.join(on)}"),
+            ("pcm", _parse_times(P.get("pcm_time")),
+             "no GDC" if P.get("no_gdc") else "with GDC"),
+            ("bitflip", parse_list(P.get("bitflip"), "--bitflip"),
+             "crossbar + registers" if P.get("bitflip_registers") else "crossbar"),
+            ("stuck-at", parse_list(P.get("stuck_at"), "--stuck-at"), "half at 0, half at 1"),
+            ("dead-cores", parse_list(P.get("dead_cores"), "--dead-cores"), "")]
+    for kind, levels, opts in jobs:
+        if not levels:
+            continue
+        if kind == "dead-cores" and any(v != int(v) for v in levels):
+            raise click.BadParameter("--dead-cores takes whole numbers of cores")
+        t = time.perf_counter()
+        res["sweep"] += sweep(ctx.image, payloads, y, kind, levels, samples, seed, domain=domain,
+                              on=on, gdc=not P.get("no_gdc"),
+                              registers=bool(P.get("bitflip_registers")), cluster=cluster, **kw)
+        res["options"][kind] = opts
+        timing[kind] = time.perf_counter() - t
+    wc_levels = parse_list(P.get("worst_case"), "--worst-case")
+    if wc_levels:
+        t = time.perf_counter()
+        from runtime.lab.twin import Twin
+        tw = Twin(ctx.image, surrogate=P.get("surrogate") or "atan")
+        rand = sweep(ctx.image, payloads, y, "mismatch", wc_levels, samples, seed,
+                     domain="analog", on=("weights",), cluster=cluster, **kw)
+        res["worst_case"] = []
+        for z, rr in zip(wc_levels, rand):
+            w = worst_case(ctx.image, payloads, y, z, steps=int(P.get("steps") or 10),
+                           seed=seed, twin=tw, workers=ctx.workers, progress=progress)
+            w["random"] = {k: rr[k] for k in ("mean", "std", "min", "max", "n")}
+            w["hurts_more"] = bool(w["accuracy"] <= rr["mean"])
+            res["worst_case"].append(w)
+        timing["worst-case"] = time.perf_counter() - t
+    if P.get("landscape"):
+        t = time.perf_counter()
+        res["landscape"] = landscape(ctx.image, payloads, y, seed=seed, workers=ctx.workers,
+                                     progress=progress)
+        timing["landscape"] = time.perf_counter() - t
+    cz = parse_list(P.get("certify"), "--certify")
+    if cz:
+        from runtime.lab.certify import certify
+        t = time.perf_counter()
+        res["certify"] = certify(ctx.image, payloads, y, cz, thresholds="thresholds" in on,
+                                 arithmetic="float" if domain == "analog" else "digital")
+        timing["certify"] = time.perf_counter() - t
+    timing["total"] = time.perf_counter() - t0
+    res["timing"] = timing
+    if cluster is not None:
+        res["ray"] = cluster.info()
+    if ctx.report_dir or ctx.plots:
+        import json
+        d = Path(ctx.report_dir or "robustness")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "robustness.json").write_text(json.dumps(jsonable(res), indent=2))
+        (d / "robustness.md").write_text(markdown_report(res))
+        files = [str(d / "robustness.json"), str(d / "robustness.md")]
+        if ctx.plots:
+            files += plot_report(d, res)
+        res["files"] = files
+    if ctx.as_json:
+        echo_json(res)
+    else:
+        click.echo(text_report(res))
+        if res.get("files"):
+            click.echo(f"\nreport written to {Path(res['files'][0]).parent}/")
