@@ -12,15 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compiler import compile_model, reference
+from compiler import encoding as enc
 from compiler.backend import binfmt, layerdesc
 from compiler.chip import PICORE64
 from compiler.errors import BinaryFormatError, SimulationError
-from compiler import encoding as enc
 from runtime import kernels
-from runtime.lab import noise
 from runtime.engines import layer
-from runtime.image import ChipImage, from_sections
 from runtime.engines.tick import run, run_payloads
+from runtime.image import ChipImage, from_sections
+from runtime.lab import noise
 
 TINY = dataclasses.replace(PICORE64, name="tiny", mesh_x=2, mesh_y=2, xbar_rows=64,
                            xbar_cols=128, max_chips=16)
