@@ -42,8 +42,10 @@ import torch.nn.functional as F
 
 from compiler.backend.layerdesc import KIND_CONV, KIND_SPARSE, LayerOp
 from compiler.errors import SimulationError
+from compiler.ir.nodes import NeuronRegs
 from compiler.reference import score
 from runtime import kernels
+from runtime.engines.result import RunResult
 from runtime.image import ChipImage
 
 EXACT_F32 = 1 << 24
@@ -302,7 +304,7 @@ def plan(image: ChipImage, device: str = "cpu", impl: str | None = None,
         return cache[key]
     base = cache.get(key)
     analog = bool(instance is not None and instance.analog)
-    from runtime.engines.tick import REG_NAMES
+    REG_NAMES = NeuronRegs.NAMES
     ops_all = image.layer_ops               # checks every crossbar cell once
     glob = [image.layer_neurons(li) for li in range(len(image.layers))]
     inst_m = _instance_matrices(image, instance) if instance is not None else None
@@ -366,14 +368,17 @@ def plan(image: ChipImage, device: str = "cpu", impl: str | None = None,
 def _instance_matrices(image: ChipImage, instance) -> list[dict]:
     """Per layer: the instance's per-source matrices [n_src, n] (CSR, int64 or float64) built
     from its weight rows, and whether any cell differs from the deployed image."""
-    from runtime.lab.noise import _layout
-    lay = _layout(image)
+    a = image.a
+    nb = a["core_neuron_base"].astype(np.int64)
+    ab = a["core_axon_base"].astype(np.int64)
+    n_per, a_per = np.diff(nb), np.diff(ab)
+    core_off = np.concatenate([[0], np.cumsum(n_per * a_per)])   # dense-row layout (tick)
     wrow = np.asarray(instance.wrow)
-    if wrow.shape != lay.wrow.shape:
+    if wrow.shape != (int(core_off[-1]),):
         raise SimulationError(f"instance '{instance.label}': weight rows of shape "
-                              f"{list(wrow.shape)}, the image needs {list(lay.wrow.shape)}")
+                              f"{list(wrow.shape)}, the image needs [{int(core_off[-1])}]")
     analog = bool(instance.analog)
-    from runtime.engines.tick import REG_NAMES
+    REG_NAMES = NeuronRegs.NAMES
     unknown = set(instance.regs or {}) - set(REG_NAMES)
     if unknown:
         raise SimulationError(f"instance '{instance.label}': unknown registers {sorted(unknown)}")
@@ -390,7 +395,6 @@ def _instance_matrices(image: ChipImage, instance) -> list[dict]:
         raise SimulationError(f"instance '{instance.label}': a digital instance needs int8 "
                               "weight rows")
     pop, elem = image.axon_sources()
-    a = image.a
     names = [L["name"] for L in image.layers]
     inp = image.meta["input"]["name"]
     out = []
@@ -399,11 +403,11 @@ def _instance_matrices(image: ChipImage, instance) -> list[dict]:
     nidx = a["neu_index"].astype(np.int64)
     for c in range(image.n_cores):
         li = int(a["core_layer"][c])
-        blk = lay.block(wrow, c)
-        if not changed[li] and not np.array_equal(blk, lay.block(lay.wrow, c)):
+        blk = wrow[core_off[c]:core_off[c + 1]].reshape(a_per[c], n_per[c])
+        if not changed[li] and not np.array_equal(blk, image.weights(c)):
             changed[li] = True
-        a0, a1 = int(lay.ab[c]), int(lay.ab[c + 1])
-        n0, n1 = int(lay.nb[c]), int(lay.nb[c + 1])
+        a0, a1 = int(ab[c]), int(ab[c + 1])
+        n0, n1 = int(nb[c]), int(nb[c + 1])
         r, j = np.nonzero(blk)
         for s in np.unique(pop[a0:a1]):
             sel = pop[a0:a1][r] == s
@@ -553,7 +557,6 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
                  impl: str | None = None, chunk: int = CHUNK):
     """The layer engine's ``run_payloads`` (same arguments and RunResult as the tick engine's;
     ``tick_cycles``, ``core_busy`` and ``link_load`` are empty and the cycle counter is 0)."""
-    from runtime.engines.tick import RunResult
     if weights is not None:
         raise SimulationError("the layer engine takes noise instances (instance=), not raw "
                               "weight rows", "use engine='tick' with weights=")
