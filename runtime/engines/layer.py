@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -53,6 +54,7 @@ EXACT_F64 = 1 << 53
 CHUNK = 8
 _SELFTEST: dict[str, bool] = {}
 _lock = threading.Lock()
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # --- applicability ------------------------------------------------------------------------
@@ -299,7 +301,9 @@ def plan(image: ChipImage, device: str = "cpu", impl: str | None = None,
                               "use engine='tick' (--engine tick)")
     impl = impl or ("onednn" if device == "cpu" else "torch")
     key = (device, impl)
-    cache = image.__dict__.setdefault("_layer_plans", {})
+    # kept beside the image, not in it: prepacked oneDNN weights cannot be pickled (Ray ships
+    # images to workers)
+    cache = _PLANS.setdefault(image, {})
     if instance is None and key in cache:
         return cache[key]
     base = cache.get(key)

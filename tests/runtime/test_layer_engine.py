@@ -118,7 +118,7 @@ def test_float64_path_when_the_bound_is_exceeded(monkeypatch):
     p = np.random.default_rng(4).integers(0, 256, (3, 4, img.n_inputs)).astype(np.uint8)
     tick = run_payloads(img, p, record=True, engine="tick")
     monkeypatch.setattr(layer, "EXACT_F32", 1)
-    img.__dict__.pop("_layer_plans", None)
+    layer._PLANS.pop(img, None)
     lay = layer.run_payloads(img, p, record=True)
     assert {r.path for L in layer.plan(img).layers for r in L.ops} == {"f64"}
     assert_same(tick, lay)
