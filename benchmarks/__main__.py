@@ -55,16 +55,23 @@ def measure(name, img, payloads, dense, rows, notes, sops_rows):
     same = np.array_equal(res.out_counts, dc) and np.array_equal(res.v_out, dv)
     if not same:
         notes.append(f"{name}: dense baseline output differs from snnrun (check the baseline)")
+    lay = run_payloads(img, payloads[:, :64], engine="layer", record=True)
+    tik = run_payloads(img, payloads[:, :64], engine="tick", record=True)
+    if not (np.array_equal(lay.counts_all, tik.counts_all)
+            and np.array_equal(lay.v_all, tik.v_all)):
+        notes.append(f"{name}: layer engine differs from the tick engine (a bug)")
     for b in (1, 64):
         p = payloads[:, :b]
-        workers = 1 if b == 1 else None
-        t_s = _time(lambda p=p, w=workers: run_payloads(img, p, workers=w))
         t_d = _time(lambda p=p: dense.run(p))
-        r = run_payloads(img, p, workers=workers)
-        gsops = float(r.sops.sum()) / t_s / 1e9
-        rows.append([name, b, f"{b / t_s:.1f}", f"{b / t_d:.1f}", f"{t_d / t_s:.2f}x",
-                     f"{gsops:.3f}", same])
-        sops_rows.append(gsops)
+        for engine in ("tick", "layer"):
+            workers = 1 if (b == 1 and engine == "tick") else None
+            t_s = _time(lambda p=p, w=workers, e=engine: run_payloads(img, p, workers=w,
+                                                                        engine=e))
+            r = run_payloads(img, p, workers=workers, engine=engine)
+            gsops = float(r.sops.sum()) / t_s / 1e9
+            rows.append([name, engine, b, f"{b / t_s:.1f}", f"{b / t_d:.1f}",
+                         f"{t_d / t_s:.2f}x", f"{gsops:.3f}", same])
+            sops_rows.append(gsops)
     return res
 
 
@@ -142,9 +149,10 @@ def bench_mlp(rows, notes, sops_rows, compile_rows, quick):
             c = np.asarray(paibox_peer.simulate(net, spikes[:, i]))
             agree += int(np.argmax(c) == res.predictions[i])
         t_pb = (time.perf_counter() - t0) / n_pb
-        t_s = _time(lambda: run_payloads(img, payloads[:, :1], workers=1))
-        rows.append(["MLP vs PAIBox Simulator", 1, f"{1 / t_s:.1f}", f"{1 / t_pb:.1f} (PAIBox)",
-                     f"{t_pb / t_s:.2f}x", "-", f"{agree}/{n_pb} same class"])
+        t_s = _time(lambda: run_payloads(img, payloads[:, :1], workers=1, engine="tick"))
+        rows.append(["MLP vs PAIBox Simulator", "tick", 1, f"{1 / t_s:.1f}",
+                     f"{1 / t_pb:.1f} (PAIBox)", f"{t_pb / t_s:.2f}x", "-",
+                     f"{agree}/{n_pb} same class"])
         t0 = time.perf_counter()
         m = paibox_peer.map_network(net)
         t_pbc = m.get("compile_s", time.perf_counter() - t0)
@@ -206,7 +214,8 @@ def main(argv=None) -> int:
     ceil = ceiling()
     print(f"\nsnnrun vs baselines, T={T}, {os.cpu_count()} cores "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads)\n")
-    print(table(rows, ["network", "batch", "snnrun samples/s", "baseline samples/s", "ratio",
+    print(table(rows, ["network", "engine", "batch", "snnrun samples/s", "baseline samples/s",
+                       "ratio",
                        "GSOP/s", "same output"]))
     if sops_rows:
         print(f"\naccumulate ceiling (measured): {ceil:.2f} GSOP/s; best snnrun "

@@ -113,27 +113,80 @@ class ChipImage:
                                     f"'{src}'", hint)
         self._op_lookup = seen
         self._ops = ops
-        rows = np.ascontiguousarray(self.a["op_table"], dtype=np.int64)
-        index = np.ascontiguousarray(self.a["op_index"], dtype=np.int64)
-        wts = np.ascontiguousarray(self.a["op_weights"], dtype=np.int64)
+        self._ops_checked = False
+
+    def _check_cells(self) -> None:
+        """Every crossbar cell against the descriptors (once, before their first use: a tick
+        run never reads them, so it does not pay the ~1 s per 100 M cells)."""
+        if self._ops_checked:
+            return
         for c in range(self.n_cores):
-            ax_op, elem, nidx = self._core_op_args(c)
-            bad = kernels.op_cells_mismatch(rows, index, wts, ax_op, elem, nidx, self.weights(c))
+            bad = self._core_cells(c, 0)
             if bad:
                 raise self._bad(f"layer descriptors: {bad} crossbar cells of core {c} (layer "
                                 f"'{self.layers[int(self.a['core_layer'][c])]['name']}') differ "
-                                "from what the descriptors say", hint)
+                                "from what the descriptors say",
+                                "the layer descriptors (op_* sections) disagree with the "
+                                "crossbars: the file was edited or is damaged; recompile it with"
+                                " snnc compile (the tick engine, --engine tick, ignores them)")
+        self._ops_checked = True
 
-    def _core_op_args(self, c: int):
+    def _core_cells(self, c: int, mode: int, out=None):
+        """Run kernels.core_cells on core ``c`` (mode 0: mismatching cells, 1: parameter ids)."""
         a = self.a
         pop, elem = self._axon_src
         a0, a1 = int(a["core_axon_base"][c]), int(a["core_axon_base"][c + 1])
         n0, n1 = int(a["core_neuron_base"][c]), int(a["core_neuron_base"][c + 1])
         li = int(a["core_layer"][c])
-        look = self._op_lookup
-        ax_op = np.array([look.get((li, int(p)), -1) for p in pop[a0:a1]], np.int64)
-        return (ax_op, np.ascontiguousarray(elem[a0:a1]),
-                a["neu_index"][n0:n1].astype(np.int64))
+        nidx = a["neu_index"][n0:n1].astype(np.int64)
+        p, e = pop[a0:a1], elem[a0:a1]
+        n_ax, N = a1 - a0, n1 - n0
+        ax_k = np.full(n_ax, -1, np.int64)
+        ax_c, ax_py, ax_px, ax_q = (np.full(n_ax, -1, np.int64) for _ in range(4))
+        local = [k for k, op in enumerate(self._ops) if op.layer == li]
+        K = max(len(local), 1)
+        n_y, n_x, n_g, n_w = (np.zeros((K, N), np.int64) for _ in range(4))
+        rows = np.zeros((K, len(layerdesc.COLS)), np.int64)
+        for kk, k in enumerate(local):
+            op = self._ops[k]
+            rows[kk] = self.a["op_table"][k]
+            sel = p == op.source
+            ax_k[sel] = kk
+            ci, hi, wi = op.in_shape
+            es = e[sel]
+            ch, y, x = es // (hi * wi), (es // wi) % hi, es % wi
+            hp, wp = hi // op.pool[0], wi // op.pool[1]
+            py, px = y // op.pool[0], x // op.pool[1]
+            ok = (py < hp) & (px < wp)
+            ax_c[sel] = ch
+            ax_py[sel] = np.where(ok, py, -1)
+            ax_px[sel] = np.where(ok, px, -1)
+            ax_q[sel] = np.where(ok, (ch * hp + py) * wp + px, -1)
+            co, ho, wo = op.out_shape
+            o, oy, ox = nidx // (ho * wo), (nidx // wo) % ho, nidx % wo
+            n_y[kk] = oy * op.stride[0] - op.padding[0]
+            n_x[kk] = ox * op.stride[1] - op.padding[1]
+            cig = ci // op.groups
+            n_g[kk] = (o // (co // op.groups)) * cig
+            n_w[kk] = op.param_base + o * cig * op.kernel[0] * op.kernel[1]
+        lo, hi_ = int(a["core_xbar_base"][c]), int(a["core_xbar_base"][c + 1])
+        packed = a["xbar"][lo:hi_].reshape(-1, self.spec.xbar_cols // 8)
+        if packed.shape[0] == 0:
+            packed = np.zeros((1, self.spec.xbar_cols // 8), np.uint8)
+        if out is None:
+            out = np.zeros((1, 1), np.int64)
+        return kernels.core_cells(
+            mode, packed, int(a["core_w"][c]), int(a["core_lcn"][c]), self.spec.xbar_rows,
+            self.spec.xbar_cols, ax_k, ax_c, ax_py, ax_px, ax_q, np.ascontiguousarray(e), rows,
+            n_y, n_x, n_g, n_w, nidx, self._op_index, self._op_weights, out)
+
+    @cached_property
+    def _op_index(self) -> np.ndarray:
+        return np.ascontiguousarray(self.a["op_index"], dtype=np.int64)
+
+    @cached_property
+    def _op_weights(self) -> np.ndarray:
+        return np.ascontiguousarray(self.a["op_weights"], dtype=np.int64)
 
     @cached_property
     def _axon_src(self):
@@ -141,16 +194,21 @@ class ChipImage:
 
     @property
     def has_ops(self) -> bool:
-        """Whether the image carries (checked) logical-layer descriptors."""
+        """Whether the image carries logical-layer descriptors (structurally checked at load;
+        cell for cell before first use, which raises BinaryFormatError on any difference)."""
         return getattr(self, "_ops", None) is not None
 
     @property
     def layer_ops(self) -> list:
         """The checked descriptors (``compiler.backend.layerdesc.LayerOp``), one per (layer,
         source) in table order; [] for an image without them."""
-        return list(getattr(self, "_ops", None) or [])
+        if not self.has_ops:
+            return []
+        self._check_cells()
+        return list(self._ops)
 
     def ops_of_layer(self, li: int) -> list:
+        """The checked descriptors of layer ``li``."""
         return [op for op in self.layer_ops if op.layer == li]
 
     @property
@@ -167,7 +225,7 @@ class ChipImage:
         """The layer index of every parameter id (int64 [n_params])."""
         self._need_ops()
         out = np.empty(self.n_params, np.int64)
-        for op in self.layer_ops:
+        for op in self._ops:
             out[op.param_base:op.param_base + op.weights.size] = op.layer
         return out
 
@@ -177,11 +235,11 @@ class ChipImage:
         with equal ids hold the same trained integer (a conv kernel element is shared by every
         output position and by the inputs of its sum-pool window)."""
         self._need_ops()
-        ax_op, elem, nidx = self._core_op_args(c)
-        out = np.empty((ax_op.size, nidx.size), np.int64)
-        kernels.op_cell_params(np.ascontiguousarray(self.a["op_table"], dtype=np.int64),
-                               np.ascontiguousarray(self.a["op_index"], dtype=np.int64),
-                               ax_op, elem, nidx, out)
+        self._check_cells()
+        a = self.a
+        out = np.empty((int(a["core_axon_base"][c + 1] - a["core_axon_base"][c]),
+                        int(a["core_neuron_base"][c + 1] - a["core_neuron_base"][c])), np.int64)
+        self._core_cells(c, 1, out)
         return out
 
     def _need_ops(self) -> None:

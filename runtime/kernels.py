@@ -363,94 +363,95 @@ def xy_links(sx, sy, dx, dy, width, mesh_x, mesh_y):
 
 
 @njit(cache=True, nogil=True)
-def _op_param(r, op_index, e, j):
-    """Parameter id (index into op_weights) that op row ``r`` puts at (source element e,
-    neuron j), or -1 where the op has no synapse."""
-    kind = r[OP_KIND]
-    cin, hin, win = r[OP_C_IN], r[OP_H_IN], r[OP_W_IN]
-    if kind == 3:                                   # sparse CSR: binary search in row e
-        n_src = cin * hin * win
-        i0 = r[OP_IDX_OFF]
-        lo = op_index[i0 + e]
-        hi = op_index[i0 + e + 1]
-        ind0 = i0 + n_src + 1
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if op_index[ind0 + mid] < j:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < op_index[i0 + e + 1] and op_index[ind0 + lo] == j:
-            return r[OP_W_OFF] + lo
-        return -1
-    ph, pw = r[OP_POOL_H], r[OP_POOL_W]
-    c = e // (hin * win)
-    y = (e // win) % hin
-    x = e % win
-    hp, wp = hin // ph, win // pw
-    py, px = y // ph, x // pw
-    if py >= hp or px >= wp:
-        return -1
-    if kind == 2:                                   # dense [n_pooled, n_out]
-        q = (c * hp + py) * wp + px
-        return r[OP_W_OFF] + q * (r[OP_C_OUT] * r[OP_H_OUT] * r[OP_W_OUT]) + j
-    ho, wo = r[OP_H_OUT], r[OP_W_OUT]
-    o = j // (ho * wo)
-    oy = (j // wo) % ho
-    ox = j % wo
-    g = r[OP_GROUPS]
-    cig = cin // g
-    cog = r[OP_C_OUT] // g
-    ic = c - (o // cog) * cig
-    if ic < 0 or ic >= cig:
-        return -1
-    ry = py - (oy * r[OP_STRIDE_H] - r[OP_PAD_H])
-    rx = px - (ox * r[OP_STRIDE_W] - r[OP_PAD_W])
-    if ry < 0 or rx < 0 or ry % r[OP_DIL_H] != 0 or rx % r[OP_DIL_W] != 0:
-        return -1
-    dy = ry // r[OP_DIL_H]
-    dx = rx // r[OP_DIL_W]
-    kh, kw = r[OP_KH], r[OP_KW]
-    if dy >= kh or dx >= kw:
-        return -1
-    return r[OP_W_OFF] + ((o * cig + ic) * kh + dy) * kw + dx
+def _cell_weight(packed, wb, lcn, xrows, xcols, a, j):
+    """Decoded weight of logical cell (axon a, neuron j) of one core's packed rows (chip.md
+    crossbar layout: LCN block a // xrows, columns j*w .. j*w+w-1, little bit order)."""
+    row = a % xrows
+    col = (a // xrows) * (xcols >> lcn) + j * wb
+    u = 0
+    for b in range(wb):
+        c = col + b
+        u |= ((np.int64(packed[row, c >> 3]) >> (c & 7)) & 1) << b
+    if wb == 1:
+        return u
+    return u - (((u >> (wb - 1)) & 1) << wb)
 
 
 @njit(cache=True, nogil=True)
-def op_cell_params(op_rows, op_index, axon_op, axon_elem, neuron_idx, out):
-    """out[a, j] = parameter id of core cell (axon a, neuron j), -1 where no op connects it
-    (``axon_op[a]`` = row of the axon's op in ``op_rows``, -1 if its source has none)."""
-    for a in range(axon_op.size):
-        k = axon_op[a]
-        for j in range(neuron_idx.size):
-            out[a, j] = -1 if k < 0 else _op_param(op_rows[k], op_index, axon_elem[a],
-                                                   neuron_idx[j])
+def core_cells(mode, packed, wb, lcn, xrows, xcols, ax_k, ax_c, ax_py, ax_px, ax_q, ax_e,
+               ops, n_y, n_x, n_g, n_w, nidx, op_index, op_weights, out):
+    """Cells of one core against its layer's descriptors.
 
-
-@njit(cache=True, nogil=True)
-def op_cells_mismatch(op_rows, op_index, op_weights, axon_op, axon_elem, neuron_idx, w):
-    """Number of cells of one core whose decoded weight ``w`` [axons, neurons] differs from
-    what the ops say (op_weights at the cell's parameter, 0 where no op connects it)."""
+    Per axon: ``ax_k`` local op (-1: no op), channel ``ax_c`` and pooled coordinates
+    ``ax_py``/``ax_px`` (-1: outside the pooled grid), pooled flat index ``ax_q`` (dense) and
+    source element ``ax_e`` (sparse). Per local op k and neuron j (precomputed, no divisions in
+    the cell loop): ``n_y``/``n_x`` = oy*stride - pad, ``n_g`` = first input channel of j's
+    group, ``n_w`` = w_off + o * (c_in/groups) * kh * kw; ``nidx`` = j's index in the layer.
+    mode 0: return the number of cells whose stored weight differs from the descriptors';
+    mode 1: write each cell's parameter id (or -1) to ``out`` [axons, neurons]."""
     bad = 0
-    for a in range(axon_op.size):
-        k = axon_op[a]
-        for j in range(neuron_idx.size):
-            p = -1 if k < 0 else _op_param(op_rows[k], op_index, axon_elem[a], neuron_idx[j])
-            want = 0 if p < 0 else op_weights[p]
-            if w[a, j] != want:
-                bad += 1
+    A = ax_k.size
+    N = nidx.size
+    for a in range(A):
+        k = ax_k[a]
+        for j in range(N):
+            p = -1
+            if k >= 0:
+                kind = ops[k, OP_KIND]
+                if kind == 1:
+                    if ax_py[a] >= 0:
+                        ic = ax_c[a] - n_g[k, j]
+                        cig = ops[k, OP_C_IN] // ops[k, OP_GROUPS]
+                        ry = ax_py[a] - n_y[k, j]
+                        rx = ax_px[a] - n_x[k, j]
+                        dh = ops[k, OP_DIL_H]
+                        dw = ops[k, OP_DIL_W]
+                        if (ic >= 0 and ic < cig and ry >= 0 and rx >= 0
+                                and (dh == 1 or ry % dh == 0) and (dw == 1 or rx % dw == 0)):
+                            dy = ry if dh == 1 else ry // dh
+                            dx = rx if dw == 1 else rx // dw
+                            kh = ops[k, OP_KH]
+                            kw = ops[k, OP_KW]
+                            if dy < kh and dx < kw:
+                                p = n_w[k, j] + (ic * kh + dy) * kw + dx
+                elif kind == 2:
+                    if ax_q[a] >= 0:
+                        p = (ops[k, OP_W_OFF] + ax_q[a] * (ops[k, OP_C_OUT] * ops[k, OP_H_OUT]
+                                                           * ops[k, OP_W_OUT]) + nidx[j])
+                else:
+                    i0 = ops[k, OP_IDX_OFF]
+                    n_src = ops[k, OP_C_IN] * ops[k, OP_H_IN] * ops[k, OP_W_IN]
+                    e = ax_e[a]
+                    lo = op_index[i0 + e]
+                    hi = op_index[i0 + e + 1]
+                    end = hi
+                    ind0 = i0 + n_src + 1
+                    while lo < hi:
+                        mid = (lo + hi) // 2
+                        if op_index[ind0 + mid] < nidx[j]:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    if lo < end and op_index[ind0 + lo] == nidx[j]:
+                        p = ops[k, OP_W_OFF] + lo
+            if mode == 1:
+                out[a, j] = p
+            else:
+                want = 0 if p < 0 else op_weights[p]
+                if _cell_weight(packed, wb, lcn, xrows, xcols, a, j) != want:
+                    bad += 1
     return bad
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def neuron_scan(cur, th_pos, th_neg, v_reset, v_init, bias, lk, shift, rmode, nmode, lmode,
                 vlo, vhi, spikes, counts, v_out):
     """The neuron update of one layer over all T steps (chip.md 'Neuron', compiler/reference.py
     int_step): ``cur`` [T, B, n] integer-valued synaptic input (float32/float64 exact integers,
     or int32), ``spikes`` [T, B, n] u8 out, ``counts`` [B, n] and ``v_out`` [B, n] int64 out.
-    Parallel over neurons; each neuron's T steps run in order."""
+    Serial and GIL-free: the layer engine runs one chunk of samples per thread."""
     T, B, n = cur.shape
-    for j in prange(n):
+    for j in range(n):
         for b in range(B):
             v = np.int64(v_init[j])
             cnt = 0
@@ -471,13 +472,13 @@ def neuron_scan(cur, th_pos, th_neg, v_reset, v_init, bias, lk, shift, rmode, nm
             v_out[b, j] = v
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def neuron_scan_float(cur, th_pos, th_neg, v_reset, v_init, bias, lk, decay, rmode, nmode,
                       lmode, vlo, vhi, spikes, counts, v_out):
     """The analog (float64) neuron update of noise instances, as the tick kernel's float path:
     ADD saturating, SHIFT/MULT v - v * decay."""
     T, B, n = cur.shape
-    for j in prange(n):
+    for j in range(n):
         for b in range(B):
             v = np.float64(v_init[j])
             cnt = 0
@@ -498,12 +499,12 @@ def neuron_scan_float(cur, th_pos, th_neg, v_reset, v_init, bias, lk, decay, rmo
             v_out[b, j] = v
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def sum_pool(x, ph, pw, out):
     """Non-overlapping sum pooling of u8 activations x [N, C, H, W] -> out [N, C, H//ph, W//pw]
     (u8; callers guarantee ph * pw * max(x) <= 255)."""
     N, Cc, Ho, Wo = out.shape
-    for nc in prange(N * Cc):
+    for nc in range(N * Cc):
         n_ = nc // Cc
         c = nc % Cc
         for y in range(Ho):
@@ -515,5 +516,29 @@ def sum_pool(x, ph, pw, out):
                 out[n_, c, y, x_] = s
 
 
-__all__ = ["run_batch", "run_batch_serial", "xy_links", "leak", "wcast", "N_STATS",
-           "op_cell_params", "op_cells_mismatch", "neuron_scan", "neuron_scan_float", "sum_pool"]
+
+
+
+@njit(cache=True, nogil=True)
+def axon_row_counts(packed, wb, lcn, xrows, xcols, n_ax, n_n, nnz, bits):
+    """Per axon of one core: nonzero weights and set weight bits of its logical row (the
+    per-event SOP and one-bit-SOP costs the tick kernel charges), straight from packed rows."""
+    for a in range(n_ax):
+        z = 0
+        s = 0
+        row = a % xrows
+        col0 = (a // xrows) * (xcols >> lcn)
+        for j in range(n_n):
+            u = 0
+            for b in range(wb):
+                c = col0 + j * wb + b
+                u += (np.int64(packed[row, c >> 3]) >> (c & 7)) & 1
+            if u:
+                z += 1
+            s += u
+        nnz[a] = z
+        bits[a] = s
+
+
+__all__ = ["run_batch", "run_batch_serial", "xy_links", "leak", "wcast", "N_STATS", "core_cells",
+           "neuron_scan", "neuron_scan_float", "sum_pool", "axon_row_counts"]

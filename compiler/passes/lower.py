@@ -76,6 +76,7 @@ def lower(graph: Graph, spec: ChipSpec | None = None, input_scale: float = INPUT
     if not isinstance(graph.node(osrc), NEURON_TYPES):
         readout = osrc
     targets = populations + ([oname] if readout else [])
+    structure: dict[str, dict] = {}     # layer -> source -> operator structure (chip.bin ops)
     pools: dict[str, list[dict]] = {}
     structure: dict[str, dict] = {}     # layer -> source -> operator structure (chip.bin ops)
     for name in targets:
@@ -103,6 +104,7 @@ def lower(graph: Graph, spec: ChipSpec | None = None, input_scale: float = INPUT
             pools[lname] = found
         out.add(lname, layer, [s for s, _ in inputs])
     out.add(oname, Output(output_type=shapes[osrc]), [readout or osrc])
+    out.attrs["operators"] = structure
     out.attrs["composed_pools"] = pools
     out.attrs["operators"] = structure
     out.attrs["stage"] = "lowered"

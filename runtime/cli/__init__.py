@@ -40,6 +40,12 @@ from snnc._version import __version__
               help="Samples per kernel call.")
 @click.option("--workers", type=POSITIVE, default=None, help="Threads (default: all cores).")
 @click.option("--check", is_flag=True, help="Check bit-exactness against compiler/reference.py.")
+@click.option("--engine", type=click.Choice(["auto", "layer", "tick"]), default="auto",
+              show_default=True,
+              help="layer: exact time-batched engine; tick: cycle-level (per-tick latency, "
+                   "link loads); auto: layer unless per-tick reports are needed.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Device of the layer engine.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--save-predictions", type=click.Path(dir_okay=False), default=None)
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
@@ -134,7 +140,8 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     payloads = enc.encode(name, ds.x.reshape(len(ds.x), -1), T, seed=seed)
     progress = (not as_json) and len(ds.x) * T * max(img.n_neurons, 1) > 5e6 and sys.stderr.isatty()
     res = run_payloads(img, payloads, batch=batch, workers=workers, record=check,
-                       progress=progress, encoding=name)
+                       progress=progress, encoding=name, engine=params.get("engine") or "auto",
+                       device=params.get("device") or "cpu", ticks=bool(plots))
     summary = {"accuracy": res.accuracy(ds.y)}
     summary.update(res.summary())
     summary["data"] = data

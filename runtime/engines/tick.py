@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -25,6 +25,7 @@ import numpy as np
 from compiler.errors import SimulationError
 from compiler.reference import score
 from runtime import kernels
+from runtime.engines.result import RunResult
 from runtime.image import ChipImage
 from runtime.validate import MAX_TIMESTEPS, check_run_budget
 
@@ -232,93 +233,48 @@ def instance_tables(image: ChipImage, instance) -> tuple[Tables, bool]:
     return dataclasses.replace(base, wrow=wrow, regs=tuple(regs)), analog
 
 
-@dataclass
-class RunResult:
-    """Outputs and counters of a run. Per-sample arrays have the batch as first axis."""
-
-    timesteps: int
-    latency_ticks: int
-    encoding: str
-    out_counts: np.ndarray          # [B, n_out]
-    v_out: np.ndarray               # [B, n_out]
-    scores: np.ndarray              # [B, n_out] float
-    layer_spikes: np.ndarray        # [B, n_layers]
-    stats: np.ndarray               # [B, N_STATS]
-    tick_cycles: np.ndarray         # [B, T + L]
-    core_busy: np.ndarray           # [n_cores] summed over the batch
-    link_load: np.ndarray           # [n_links] flits summed over the batch
-    layer_names: list[str]
-    layer_sizes: np.ndarray
-    energy_pj: dict[str, np.ndarray] = field(default_factory=dict)   # per sample
-    clock_hz: float = 100e6
-    wall_s: float = 0.0
-    counts_all: np.ndarray | None = None   # [B, N] (record=True)
-    v_all: np.ndarray | None = None        # [B, N] (record=True)
-
-    @property
-    def n(self) -> int:
-        return int(self.scores.shape[0])
-
-    @property
-    def predictions(self) -> np.ndarray:
-        return np.argmax(self.scores, axis=1)
-
-    def accuracy(self, labels: np.ndarray) -> float:
-        return float(np.mean(self.predictions == np.asarray(labels))) if self.n else float("nan")
-
-    @property
-    def sops(self) -> np.ndarray:
-        return self.stats[:, kernels.ST_SOPS]
-
-    @property
-    def sops_1bit(self) -> np.ndarray:
-        return self.stats[:, kernels.ST_SOPS1]
-
-    @property
-    def latency_us(self) -> np.ndarray:
-        return self.stats[:, kernels.ST_CYCLES] / self.clock_hz * 1e6
-
-    @property
-    def energy_uj(self) -> np.ndarray:
-        return sum(self.energy_pj.values()) * 1e-6
-
-    def layer_rates(self) -> dict[str, float]:
-        """Mean spikes per neuron per input step, per layer."""
-        tot = self.layer_spikes.sum(axis=0)
-        return {n: float(tot[i] / max(self.n * self.timesteps * self.layer_sizes[i], 1))
-                for i, n in enumerate(self.layer_names)}
-
-    def summary(self) -> dict:
-        e = {k: float(np.mean(v)) * 1e-6 for k, v in self.energy_pj.items()}
-        return {
-            "n": self.n, "timesteps": self.timesteps, "encoding": self.encoding,
-            "latency_ticks": self.latency_ticks,
-            "sops_per_sample": float(np.mean(self.sops)) if self.n else 0.0,
-            "sops_1bit_per_sample": float(np.mean(self.sops_1bit)) if self.n else 0.0,
-            "spikes_per_sample": float(np.mean(self.stats[:, kernels.ST_SPIKES]))
-            if self.n else 0.0,
-            "packets_per_sample": float(np.mean(self.stats[:, kernels.ST_PACKETS]))
-            if self.n else 0.0,
-            "hops_per_sample": float(np.mean(self.stats[:, kernels.ST_HOPS])) if self.n else 0.0,
-            "interchip_hops_per_sample": float(np.mean(self.stats[:, kernels.ST_XHOPS]))
-            if self.n else 0.0,
-            "energy_uj_per_sample": float(np.mean(self.energy_uj)) if self.n else 0.0,
-            "energy_breakdown_uj": e,
-            "energy_sop_headline_uj": float(np.mean(self.sops_1bit)) * 2.64e-6 if self.n else 0.0,
-            "latency_us_per_sample": float(np.mean(self.latency_us)) if self.n else 0.0,
-            "layer_rates": self.layer_rates(),
-            "samples_per_s": self.n / self.wall_s if self.wall_s > 0 else float("nan"),
-        }
-
-
 def default_workers() -> int:
     return max(1, min(numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1))
 
 
+ENGINES = ("auto", "layer", "tick")
+
+
+def choose_engine(image: ChipImage, engine: str = "auto", *, device: str = "cpu",
+                  ticks: bool = False, weights=None, instance=None) -> str:
+    """Which engine a request runs on: 'tick' (cycle-level, the living definition) or 'layer'
+    (runtime/engines/layer.py: exact, time-batched). ``auto`` picks the layer engine for
+    feed-forward images with descriptors unless the request needs per-tick quantities
+    (``ticks``: latency, busy cycles, link loads), raw weight rows (``weights``) or a noise
+    instance (``engine='layer'`` runs digital instances bit-exactly, analog ones in float64
+    with a different summation order than the tick kernel)."""
+    if engine not in ENGINES:
+        raise SimulationError(f"unknown engine '{engine}'", f"use one of {', '.join(ENGINES)}")
+    if device not in ("cpu", "cuda"):
+        raise SimulationError(f"unknown device '{device}'", "use 'cpu' or 'cuda'")
+    if engine == "tick":
+        if device != "cpu":
+            raise SimulationError("the tick engine runs on the CPU only",
+                                  "use --engine layer (or auto) with --device cuda")
+        return "tick"
+    if engine == "layer":
+        return "layer"
+    from runtime.engines.layer import unsupported_reason
+    if device == "cuda":
+        return "layer"
+    # noise instances stay on the tick engine under auto for now: the layer engine runs them
+    # bit-exactly (digital) but rebuilds per-instance matrices and is slower today
+    if ticks or weights is not None or instance is not None:
+        return "tick"
+    return "layer" if unsupported_reason(image) is None else "tick"
+
+
 def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
                  workers: int | None = None, record: bool = False, progress: bool = False,
-                 encoding: str = "direct", weights=None, instance=None) -> RunResult:
-    """Run pre-encoded inputs ``payloads`` (uint8 [T, B, n_in]).
+                 encoding: str = "direct", weights=None, instance=None, engine: str = "auto",
+                 device: str = "cpu", ticks: bool = False) -> RunResult:
+    """Run pre-encoded inputs ``payloads`` (uint8 [T, B, n_in]) on the engine that
+    :func:`choose_engine` picks (``RunResult.engine`` says which ran).
 
     ``instance``: a chip instance of ``runtime.lab.noise`` (``ChipInstance``: ``wrow`` in the layout
     of :func:`dense_rows`, ``regs`` overrides over global neurons, ``analog``). Digital
@@ -345,6 +301,15 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
     if workers is not None and (isinstance(workers, bool) or
                                 not isinstance(workers, (int, np.integer)) or workers < 1):
         raise SimulationError(f"workers must be a positive integer, got {workers!r}")
+    w_budget = default_workers() if workers is None else int(workers)
+    check_run_budget(image, B, T, min(w_budget, max(min(batch, B), 1)))
+    # the same checks for both engines, then the switch
+    if choose_engine(image, engine, device=device, ticks=ticks, weights=weights,
+                     instance=instance) == "layer":
+        from runtime.engines import layer
+        return layer.run_payloads(image, p, batch=batch, workers=workers, record=record,
+                                  encoding=encoding, weights=weights, instance=instance,
+                                  device=device)
     analog = False
     if instance is not None:
         if weights is not None:
@@ -354,8 +319,7 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
         tb = tables(image, weights)
     L = image.latency
     spec = image.spec
-    workers = default_workers() if workers is None else int(workers)
-    check_run_budget(image, B, T, min(workers, max(min(batch, B), 1)))
+    workers = w_budget
     numba.set_num_threads(min(workers, numba.config.NUMBA_NUM_THREADS))
     n_layers = len(image.layers)
     N, C, n_out = image.n_neurons, image.n_cores, tb.out_glob.size
@@ -437,4 +401,5 @@ def run(image: ChipImage, x: np.ndarray, *, timesteps: int | None = None,
     return run_payloads(image, payloads, encoding=name, **kw)
 
 
-__all__ = ["run", "run_payloads", "RunResult", "tables", "instance_tables", "dense_rows"]
+__all__ = ["run", "run_payloads", "RunResult", "tables", "instance_tables", "dense_rows",
+           "choose_engine", "ENGINES"]

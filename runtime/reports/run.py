@@ -27,7 +27,11 @@ def run_table(summary: dict) -> str:
         ["energy / sample", f"{summary['energy_uj_per_sample']:.4f} uJ  (" + ", ".join(
             f"{k} {v:.4f}" for k, v in summary["energy_breakdown_uj"].items()) + ")"],
         ["energy at 2.64 pJ/SOP only", f"{summary['energy_sop_headline_uj']:.4f} uJ"],
-        ["chip latency / sample", f"{summary['latency_us_per_sample']:.2f} us"],
+        ["chip latency / sample",
+         f"{summary['latency_us_per_sample']:.2f} us"
+         if summary.get("latency_us_per_sample") is not None
+         else "n/a (per-tick; run with --engine tick)"],
+        ["engine", summary.get("engine", "tick")],
         ["simulator throughput", f"{summary['samples_per_s']:.1f} samples/s"],
     ]
     if "bit_exact" in summary:

@@ -153,7 +153,7 @@ def test_analog_path_equals_integer_path_on_integer_weights():
     """IF neurons, integer weights as float64: every sum is exact, so float == integer."""
     img = image_of(make_mlp((20, 30, 5), seed=4), bits=8)
     p = payloads_for(img, graded=True)
-    ref = run_payloads(img, p, record=True)
+    ref = run_payloads(img, p, record=True, engine="tick")   # the tick kernel's two paths
     inst = noise.ChipInstance(noise.clean_instance(img).wrow.astype(np.float64), {}, True, "f")
     r = run_payloads(img, p, record=True, instance=inst)
     np.testing.assert_array_equal(r.counts_all, ref.counts_all)

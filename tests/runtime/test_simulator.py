@@ -25,8 +25,9 @@ def image_of(prog):
     return from_sections(prog.sections(), prog.spec.digest())
 
 
-def assert_bit_exact(img, payloads, prog=None):
-    r = run_payloads(img, payloads, record=True, workers=2)
+def assert_bit_exact(img, payloads, prog=None, engine="tick"):
+    r = run_payloads(img, payloads, record=True, workers=2, engine=engine)
+    assert r.engine == engine
     un = img.unmap()
     ref = reference.run_int(un, payloads, membrane_bits=img.spec.membrane_bits)
     for li, L in enumerate(img.layers):
