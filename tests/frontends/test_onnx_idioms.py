@@ -204,9 +204,17 @@ def _reused_dynamo_tables():
 
 @pytest.fixture(scope="module", autouse=True)
 def _fast_dynamo():
-    """The originals of what :func:`_reused_dynamo_tables` replaced (None: nothing replaced)."""
-    with _reused_dynamo_tables() as originals:
-        yield originals
+    """The originals of what :func:`_reused_dynamo_tables` replaced (None: nothing replaced).
+
+    Also one torch thread for the module: these tensors are tiny, and extra intra-op threads
+    only spin (several times the CPU time on the shared 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with _reused_dynamo_tables() as originals:
+            yield originals
+    finally:
+        torch.set_num_threads(threads)
 
 
 def export(m: nn.Module, path, dynamo: bool) -> None:
@@ -296,16 +304,11 @@ def test_residual_cnn_both_exporters_same_chip(tmp_path):
     m = _Residual(n_out=10)
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     x, y = torch.from_numpy(tr.x).float(), torch.from_numpy(tr.y).long()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)          # tiny tensors: one thread is several times cheaper
-    try:
-        for _ in range(5):
-            for i in range(0, len(x), 32):
-                opt.zero_grad()
-                F.cross_entropy(m(x[i:i + 32]), y[i:i + 32]).backward()
-                opt.step()
-    finally:
-        torch.set_num_threads(threads)
+    for _ in range(5):                # one torch thread (the module fixture): ~1 s of CPU
+        for i in range(0, len(x), 32):
+            opt.zero_grad()
+            F.cross_entropy(m(x[i:i + 32]), y[i:i + 32]).backward()
+            opt.step()
     m.eval()
     xt, yt = te.x[:64], te.y[:64]
     outs, preds, accs = {}, {}, {}
