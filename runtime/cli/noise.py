@@ -51,7 +51,8 @@ def main_noise(ctx) -> None:
         from compiler.errors import SimulationError
         raise SimulationError("--worst-case and --certify cover weights, bias and threshold, "
                               "not the leak", "drop leak from --mismatch-params for them")
-    kw = dict(workers=ctx.workers, batch=ctx.batch, progress=progress)
+    kw = dict(workers=ctx.workers, batch=ctx.batch, progress=progress,
+              engine=P.get("engine") or "auto", device=P.get("device") or "cpu")
     timing = {}
     t0 = time.perf_counter()
     clean = accuracy(ctx.image, payloads, y, workers=ctx.workers, batch=ctx.batch)

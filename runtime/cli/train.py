@@ -79,11 +79,15 @@ def _layers(text: str | None):
               help="Write report.json and report.md (figures with --plots) to DIR.")
 @click.option("--plots", is_flag=True, help="Accuracy-vs-round and cost figures (--report).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="local",
+              metavar="[local|ADDRESS]",
+              help="--federated: run each round's chips as Ray work units ('local' or a "
+                   "cluster ADDRESS; docs/scale-out.md).")
 @debug_option
 def train_cmd(image, data, test_data, limit, test_limit, output, epochs, lr, momentum, batch,
               layers, rounding, surrogate, workers, federated, non_iid, local_epochs, mismatch,
               mismatch_on, mismatch_domain, instance_seed, timesteps, encoding, seed, check,
-              as_json, report_dir, plots, quiet, debug):
+              as_json, report_dir, plots, quiet, ray_address, debug):
     """Fine-tune IMAGE (chip.bin) on chip and write the tuned image to -o.
 
     Surrogate-gradient BPTT through the bit-exact twin of IMAGE (optionally a mismatch instance
@@ -121,7 +125,15 @@ def train_cmd(image, data, test_data, limit, test_limit, output, epochs, lr, mom
                        local_epochs=local_epochs, mismatch=mismatch, mismatch_on=on,
                        mismatch_domain=mismatch_domain, instance_seed=instance_seed, seed=seed,
                        timesteps=timesteps, encoding=encoding)
-    tuned, rep = train(img, tr.x, tr.y, te.x, te.y, cfg, progress=True)
+    cluster = None
+    if ray_address is not None:
+        if not federated:
+            raise click.UsageError("--ray distributes federated workers: add --federated")
+        from runtime.lab.cluster import connect
+        cluster = connect(ray_address, progress=not as_json)
+    tuned, rep = train(img, tr.x, tr.y, te.x, te.y, cfg, progress=True, cluster=cluster)
+    if cluster is not None:
+        rep["ray"] = cluster.info()
     rep["meta_source"] = tuned.meta["source"]
     binfmt.write(out_path, image_sections(tuned), tuned.spec_digest)
     written = load(out_path)                      # re-read: CRCs, tables, cross-references

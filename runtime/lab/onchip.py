@@ -616,7 +616,8 @@ class Trainer:
             out.append(res.accuracy(y))
         return out
 
-    def run(self, x, y, x_test, y_test, progress: bool = False) -> tuple[object, dict]:
+    def run(self, x, y, x_test, y_test, progress: bool = False,
+            cluster=None) -> tuple[object, dict]:
         cfg = self.cfg
         x, y = np.asarray(x, np.float64), np.asarray(y, np.int64)
         if len(x) != len(y) or len(x) == 0:
@@ -668,17 +669,22 @@ class Trainer:
                     c_round = Cost()
                     locals_, losses = [], []
                     step0 = self.step_i
-                    for ci, idx in enumerate(shards):
-                        self.step_i = step0
-                        st = _State({k: v.clone() for k, v in self.shadow.items()},
-                                    {k: torch.zeros_like(v) for k, v in self.shadow.items()},
-                                    cfg.loss_scale)
-                        c = Cost()
-                        for le in range(cfg.local_epochs):
-                            loss, _ = self._epoch(ci, st, idx, x, y, r * cfg.local_epochs + le,
-                                                  c, bar)
+                    units = [(ci, idx, r, step0) for ci, idx in enumerate(shards)]
+                    if cluster is not None:
+                        # one unit per chip and round; the trainer (chips, twins) and the data
+                        # go to the object store once, the round's shadow weights per round
+                        shared = (cluster.put(self), cluster.put(self.shadow), cluster.put(x),
+                                  cluster.put(y))
+                        outs = cluster.map(local_update, units, shared=shared,
+                                           desc=f"federated round {r + 1}")
+                        for _, _, _, n in outs:
+                            bar.update(n)
+                    else:
+                        outs = [local_update(self, self.shadow, x, y, *u, bar=bar)
+                                for u in units]
+                    for shadow_k, loss, c, _ in outs:
                         losses.append(loss)
-                        locals_.append(st.shadow)
+                        locals_.append(shadow_k)
                         c_round.add(c)
                     self.step_i = step0 + cfg.local_epochs * max(steps_per)
                     self.shadow = fedavg(locals_, [len(s) for s in shards])
@@ -750,6 +756,25 @@ class Trainer:
         return out
 
 
+def local_update(trainer: Trainer, shadow: dict, x, y, ci: int, idx: np.ndarray, r: int,
+                 step0: int, bar=None):
+    """One federated work unit: chip ``ci``'s local epochs of round ``r`` from the round's
+    shadow weights -> (new shadow, last local loss, Cost, steps). Its randomness depends on
+    (seed, chip, epoch, step) only, and it runs with one torch thread, so a unit gives the same
+    numbers here and on a Ray worker (runtime/lab/cluster.py)."""
+    from frontends.native.functional import torch_threads
+    cfg = trainer.cfg
+    trainer.step_i = step0
+    st = _State({k: v.clone() for k, v in shadow.items()},
+                {k: torch.zeros_like(v) for k, v in shadow.items()}, cfg.loss_scale)
+    c = Cost()
+    loss = float("nan")
+    with torch_threads(1):
+        for le in range(cfg.local_epochs):
+            loss, _ = trainer._epoch(ci, st, idx, x, y, r * cfg.local_epochs + le, c, bar)
+    return st.shadow, loss, c, trainer.step_i - step0
+
+
 def training_record(cfg: OnChipConfig) -> dict:
     d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     d["rounds"] = cfg.rounds
@@ -818,8 +843,11 @@ def step_cost(image, x, y, config: OnChipConfig | None = None, **kw) -> dict:
 
 
 def train(image, x, y, x_test=None, y_test=None, config: OnChipConfig | None = None,
-          progress: bool = False, **kw) -> tuple[object, dict]:
+          progress: bool = False, cluster=None, **kw) -> tuple[object, dict]:
     """Fine-tune a deployed image on chip: ``(tuned ChipImage, report dict)``.
+
+    ``cluster`` (federated runs): a :class:`runtime.lab.cluster.Cluster`; each round's
+    (chip, round) units run on Ray, with the same numbers as the local run.
 
     ``x``: images [N, ...] in [0, 1], ``y`` labels. Accuracy before/after is measured with the
     cycle-level runtime on ``x_test``/``y_test`` (default: the training data). Keyword
@@ -835,7 +863,7 @@ def train(image, x, y, x_test=None, y_test=None, config: OnChipConfig | None = N
         x_test, y_test = x, y
     x_test, y_test = np.asarray(x_test, np.float64), np.asarray(y_test, np.int64)
     tr = Trainer(image, cfg)
-    return tr.run(x, y, x_test, y_test, progress=progress)
+    return tr.run(x, y, x_test, y_test, progress=progress, cluster=cluster)
 
 
 __all__ = ["OnChipConfig", "train", "step_cost", "Trainer", "Chip", "CostModel", "Cost",

@@ -60,19 +60,21 @@ def accuracy(image, payloads, labels, instance=None, **kw) -> float:
 
 
 def instance_accuracy(image, payloads, labels, seed: int, model, i: int, *,
-                      workers: int | None = 1, batch: int = 256) -> float:
+                      workers: int | None = 1, batch: int = 256, engine: str = "auto",
+                      device: str = "cpu") -> float:
     """One work unit of a sweep: accuracy of chip instance ``i`` (seeded by (seed, i)) of noise
     ``model`` on the whole set."""
     inst = noise.sample(image, model, seed, i)
-    return run_payloads(image, payloads, instance=inst, workers=workers,
-                        batch=batch).accuracy(labels)
+    return run_payloads(image, payloads, instance=inst, workers=workers, batch=batch,
+                        engine=engine, device=device).accuracy(labels)
 
 
 def sweep(image, payloads: np.ndarray, labels: np.ndarray, kind: str, levels, samples: int = 20,
           seed: int = 0, *, domain: str = "digital", on=None, gdc: bool = True,
           registers: bool = False, stuck_value: int | None = None, workers: int | None = None,
           batch: int = 256, progress: bool = False, granularity: str = "cell",
-          params=None, cluster=None) -> list[dict]:
+          params=None, cluster=None, engine: str = "auto",
+          device: str = "cpu") -> list[dict]:
     """Accuracy over ``samples`` chip instances at each level of one noise ``kind``.
 
     Args:
@@ -84,6 +86,9 @@ def sweep(image, payloads: np.ndarray, labels: np.ndarray, kind: str, levels, sa
             stuck_value: 0, 1 or None (half each).
         cluster: a :class:`runtime.lab.cluster.Cluster`: the (instance, level) units run on Ray;
             the numbers are identical to the local run (instance i is seeded by (seed, i)).
+            With ``device='cuda'`` and GPUs in the cluster, each unit asks Ray for its share of
+            a GPU (the layer engine's CUDA path).
+        engine, device: the engine for the instances (``run_payloads``).
     Returns:
         one row per level: kind, level, label, mean, std, min, max, median, n, accuracies;
         mismatch rows also carry ``granularity``, ``params`` and ``domain``.
@@ -101,8 +106,11 @@ def sweep(image, payloads: np.ndarray, labels: np.ndarray, kind: str, levels, sa
     if cluster is not None:
         units = [(m, i) for i in range(samples) for m in models]
         shared = (cluster.put(image), cluster.put(payloads), cluster.put(y), seed)
-        got = cluster.map(instance_accuracy, units, shared=shared, desc=kind,
-                          kwargs={"batch": batch})
+        gpu = 0.0
+        if device == "cuda" and cluster.gpus:
+            gpu = min(1.0, cluster.gpus / max(cluster.workers, 1))
+        got = cluster.map(instance_accuracy, units, shared=shared, desc=kind, num_gpus=gpu,
+                          kwargs={"batch": batch, "engine": engine, "device": device})
         for k, (i, li) in enumerate((i, li) for i in range(samples)
                                     for li in range(len(models))):
             accs[li, i] = got[k]
@@ -111,7 +119,8 @@ def sweep(image, payloads: np.ndarray, labels: np.ndarray, kind: str, levels, sa
             for i in range(samples):           # instance-major: one chip's pattern across levels
                 for li, m in enumerate(models):
                     accs[li, i] = instance_accuracy(image, payloads, y, seed, m, i,
-                                                    workers=workers, batch=batch)
+                                                    workers=workers, batch=batch,
+                                                    engine=engine, device=device)
                     pb.update(1)
     rows = []
     for li, lv in enumerate(levels):

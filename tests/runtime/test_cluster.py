@@ -123,3 +123,14 @@ def test_cli_ray_local_prints_the_same_sweep(cluster, digits_chip):
     assert ja["sweep"] == jb["sweep"]
     assert "ray" not in ja
     assert set(jb["ray"]) >= {"address", "workers", "retries"}
+
+
+def test_federated_training_on_ray_equals_local(cluster, setup):
+    from runtime.lab.onchip import train
+    img, ds, _ = setup
+    kw = dict(epochs=2, batch=16, lr=0.05, seed=1, workers=3, federated=True, non_iid=True)
+    t_local, r_local = train(img, ds.x, ds.y, **kw)
+    t_ray, r_ray = train(img, ds.x, ds.y, cluster=cluster, **kw)
+    assert r_local["accuracy_after"] == r_ray["accuracy_after"]
+    np.testing.assert_array_equal(t_local.a["xbar"], t_ray.a["xbar"])
+    assert r_local["cost"]["cycles"] == r_ray["cost"]["cycles"]
