@@ -76,7 +76,7 @@ def compile_model(model, spec: ChipSpec = PICORE64, *, bits: int | str = 8,
                   seed: int = 0, strict: bool = False, leak: str = "auto",
                   auto_sqnr: float = 30.0, effort: float = 1.0, source: dict | None = None,
                   dump_after: set[str] | None = None, stop_after: str | None = None,
-                  dump=None, passes=None) -> Program:
+                  dump=None, passes=None, progress: bool | None = None) -> Program:
     """Compile the operator graph ``model`` (stage 'imported') for ``spec``.
 
     Modules and files are loaded by the caller: ``frontends.load_model(...)`` gives the Graph,
@@ -91,6 +91,8 @@ def compile_model(model, spec: ChipSpec = PICORE64, *, bits: int | str = 8,
         timesteps, encoding: defaults written into the image (the runtime may override).
         seed: placement seed. strict: fail instead of warning on a silent layer.
         source: where the graph came from ({'path', 'sha256'}), written into the image.
+        progress: a progress bar over the passes on stderr (None: on unless quiet,
+            compiler/progress.py).
     Raises:
         SnnError subclasses with what/where/limit/hint.
     """
@@ -108,7 +110,8 @@ def compile_model(model, spec: ChipSpec = PICORE64, *, bits: int | str = 8,
                    timesteps=timesteps, seed=seed, strict=strict, leak=leak,
                    auto_sqnr=auto_sqnr, effort=effort)
     final, history = run_pipeline(graph, spec, passes or PIPELINE, options,
-                                  dump_after=dump_after, stop_after=stop_after, dump=dump)
+                                  dump_after=dump_after, stop_after=stop_after, dump=dump,
+                                  progress=progress)
     opts = {k: v for k, v in options.items() if k != "calib"}
     opts["encoding"] = encoding
     return Program(final, history, spec, opts, source)

@@ -9,7 +9,9 @@ training (stage: any; imports nothing of the project).
   stderr at most every ``SNNC_PROGRESS_INTERVAL`` seconds (default 10) and at the end;
 * disabled (``enabled=False``, ``--quiet``, or ``SNNC_QUIET=1``): nothing at all.
 
-``note(msg)`` writes one status line the same way (not when quiet).
+``note(msg)`` writes one status line the same way (not when quiet). ``track(iterable, desc)``
+wraps an iterable in a bar. ``enabled(flag)`` resolves a ``progress=`` argument of the Python
+API (None: on unless quiet).
 """
 
 from __future__ import annotations
@@ -120,3 +122,24 @@ def note(msg: str, *, stream=None) -> None:
     """One status line on stderr (nothing when quiet)."""
     if not quiet():
         print(msg, file=stream if stream is not None else sys.stderr, flush=True)
+
+
+def enabled(flag: bool | None = None) -> bool:
+    """A ``progress=`` argument: True/False as given, None -> on unless quiet."""
+    if quiet():
+        return False
+    return True if flag is None else bool(flag)
+
+
+def track(iterable, desc: str, *, total: int | None = None, unit: str = "it",
+          enabled: bool = True, stream=None):
+    """Iterate ``iterable`` with a progress bar (see :func:`bar`)."""
+    if total is None:
+        try:
+            total = len(iterable)
+        except TypeError:
+            total = None
+    with bar(total, desc, unit=unit, enabled=enabled, stream=stream) as pb:
+        for item in iterable:
+            yield item
+            pb.update(1)

@@ -365,8 +365,8 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
         vlo, vhi = float(vlo), float(vhi)
     pb = None
     if progress:
-        from tqdm import tqdm
-        pb = tqdm(total=B, desc="snnrun", unit="sample", leave=False)
+        from compiler.progress import bar
+        pb = bar(B, "run", unit="sample")
     t0 = time.perf_counter()
     for i in range(0, B, batch):
         j = min(B, i + batch)

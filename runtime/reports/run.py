@@ -38,27 +38,38 @@ def run_table(summary: dict) -> str:
 
 
 def markdown(summary: dict, title: str = "snnrun report") -> str:
-    lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
+    from runtime.reports.provenance import markdown as prov_md
+    lines = [f"# {title}", ""]
+    lines += warnings_markdown(summary.get("warnings"))
+    lines += ["| metric | value |", "|---|---|"]
     for k, v in summary.items():
-        if isinstance(v, dict):
+        if isinstance(v, (dict, list)):
             continue
         lines.append(f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |")
     lines += ["", "## Per-layer firing rates", "", "| layer | spikes/neuron/step |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in summary["layer_rates"].items()]
     lines += ["", "## Energy breakdown (uJ/sample)", "", "| part | uJ |", "|---|---|"]
     lines += [f"| {k} | {v:.6f} |" for k, v in summary["energy_breakdown_uj"].items()]
-    return "\n".join(lines) + "\n"
+    prov = prov_md(summary.get("provenance"))
+    return "\n".join(lines) + "\n" + ("\n" + prov if prov else "")
+
+
+def warnings_markdown(warnings) -> list[str]:
+    """A Markdown block of result warnings (lines; empty when there are none)."""
+    if not warnings:
+        return []
+    return ["> **Warning**", ">"] + [f"> - {w}" for w in warnings] + [""]
 
 
 def write_report(out_dir: str | Path, summary: dict, result=None, image=None,
-                 plots: bool = False) -> list[str]:
+                 plots: bool = False, fmt: str = "png") -> list[str]:
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     (d / "report.json").write_text(json.dumps(jsonable(summary), indent=2))
     (d / "report.md").write_text(markdown(summary))
     files = [str(d / "report.json"), str(d / "report.md")]
     if plots and result is not None and image is not None:
-        files += plot_run(d, result, image)
+        files += plot_run(d, result, image, fmt=fmt)
     return files
 
 
@@ -69,7 +80,7 @@ def _plt():
     return plt
 
 
-def plot_run(d: Path, result, image) -> list[str]:
+def plot_run(d: Path, result, image, fmt: str = "png") -> list[str]:
     plt = _plt()
     files = []
     rates = result.layer_rates()
@@ -79,9 +90,9 @@ def plot_run(d: Path, result, image) -> list[str]:
     ax.set_title("Per-layer firing rates")
     ax.tick_params(axis="x", rotation=45)
     fig.tight_layout()
-    fig.savefig(d / "layer_rates.png", dpi=120)
+    fig.savefig(d / f"layer_rates.{fmt}", dpi=120)
     plt.close(fig)
-    files.append(str(d / "layer_rates.png"))
+    files.append(str(d / f"layer_rates.{fmt}"))
     spec = image.spec
     a = image.a
     busy = result.core_busy / max(result.n, 1)
@@ -96,7 +107,7 @@ def plot_run(d: Path, result, image) -> list[str]:
         ax.set_xlabel("x")
         ax.set_ylabel("y")
         fig.tight_layout()
-        f = d / f"core_activity_chip{chip}.png"
+        f = d / f"core_activity_chip{chip}.{fmt}"
         fig.savefig(f, dpi=120)
         plt.close(fig)
         files.append(str(f))
@@ -108,7 +119,7 @@ def plot_run(d: Path, result, image) -> list[str]:
     fig.colorbar(im, ax=ax, label="flits leaving the router / sample")
     ax.set_title("NoC link load (board)")
     fig.tight_layout()
-    fig.savefig(d / "link_load.png", dpi=120)
+    fig.savefig(d / f"link_load.{fmt}", dpi=120)
     plt.close(fig)
-    files.append(str(d / "link_load.png"))
+    files.append(str(d / f"link_load.{fmt}"))
     return files
