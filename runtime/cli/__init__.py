@@ -77,11 +77,11 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     quantization, algorithm- vs hardware-level attacks).
     """
     from compiler import encoding as enc
+    from compiler.progress import set_quiet
     from frontends.datasets import load_dataset
+    from runtime.cli.common import echo_warnings, result_warnings, run_provenance
     from runtime.engines.tick import run_payloads
     from runtime.image import load
-    from compiler.progress import set_quiet
-    from runtime.cli.common import echo_warnings, result_warnings, run_provenance
     from runtime.reports.run import run_table, write_report
 
     set_quiet(bool(params.get("quiet")))
