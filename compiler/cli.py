@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from compiler.cliutil import debug_option, echo_json, run_cli, table
+from compiler.cliutil import debug_option, echo_json, nir_options, run_cli, table
 from compiler.errors import SnnError
 from snnc._version import __version__
 
@@ -68,24 +68,7 @@ def _conversion_options(f):
     return f
 
 
-def _nir_options(f, dt: bool = True):
-    """NIR import options (frontends/nir/)."""
-    opts = [
-        click.option("--dt", default=None, type=float,
-                     help="NIR: time step (default: the file's metadata or the convention's)."),
-    ] if dt else []
-    opts += [
-        click.option("--nir-convention", default=None,
-                     type=click.Choice(["nir", "snnc", "snntorch", "snntorch-zero", "norse",
-                                        "sinabs", "rockpool", "spyx", "spyx-0", "lava"]),
-                     help="NIR: the framework that wrote the file (reset, spike predicate, dt)."),
-        click.option("--cubalif", default="error", show_default=True,
-                     type=click.Choice(["error", "lif"]),
-                     help="NIR CubaLIF: refuse, or drop the synaptic filter (lossy)."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+_nir_options = nir_options   # (compiler/cliutil.py; shared with snnrun)
 
 
 def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict,

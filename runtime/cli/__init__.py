@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from compiler.cliutil import debug_option, echo_json, run_cli
+from compiler.cliutil import debug_option, echo_json, nir_options, run_cli
 from compiler.errors import SnnError
 from runtime.cli.common import ENCODINGS, RunContext, check_bit_exact, parse_list  # noqa: F401
 from runtime.cli.compare import compare_cmd
@@ -57,6 +57,7 @@ from snnc._version import __version__
 @click.option("--surrogate", type=click.Choice(["pdsg", "sigmoid", "atan", "triangle"]),
               default="atan", show_default=True)
 @click.option("--source", default=None, help="Float source model for transfer attacks.")
+@nir_options
 @click.option("--steps", default=10, show_default=True, help="PGD steps.")
 @click.option("--alpha", default=None, type=float, help="PGD step size (default eps/4).")
 @click.option("--eot", default=1, show_default=True, help="EOT samples for stochastic encodings.")

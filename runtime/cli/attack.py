@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from compiler.cliutil import echo_json, jsonable
+from compiler.cliutil import echo_json, jsonable, nir_load_options
 from compiler.errors import SnnError
 from runtime.cli.common import parse_list
 from runtime.lab.attacks import DEFAULT_EPS, SweepConfig, attack_sweep, float_graph_of, sda_run
@@ -51,7 +51,9 @@ def main_attack(ctx) -> None:
     else:
         src = None
         if p.get("source"):
-            src = float_graph_of(p["source"], img.spec, tuple(img.meta["input"]["shape"]))
+            src = float_graph_of(p["source"], img.spec, tuple(img.meta["input"]["shape"]),
+                                 **nir_load_options(p["source"], p.get("dt"),
+                                                    p.get("nir_convention"), p.get("cubalif")))
             n_src = int(np.prod(src.node(src.input_name).input_type))
             if n_src != img.n_inputs:
                 raise SnnError(f"--source {p['source']} takes {n_src} inputs but the chip image "

@@ -215,10 +215,15 @@ def evaluate_examples(image, x, x_adv, y, encoding: str, T: int, seed: int = 0,
     return m
 
 
-def float_graph_of(source, spec, input_shape=None):
-    """The lowered float graph of a source model (fold-bn + lower), for algorithm-level attacks."""
-    from frontends import compile_model
-    return compile_model(source, spec, stop_after="lower", input_shape=input_shape).graph
+def float_graph_of(source, spec, input_shape=None, **load_options):
+    """The lowered float graph of a source model (fold-bn + lower), for algorithm-level attacks.
+
+    ``load_options``: frontends.load_model options (e.g. dt, nir_convention, cubalif for a .nir
+    file)."""
+    from compiler import compile_model
+    from frontends import load_model
+    g = load_model(source, input_shape=input_shape, **load_options)
+    return compile_model(g, spec, stop_after="lower", progress=False).graph
 
 
 @dataclass

@@ -94,5 +94,32 @@ def result_warnings(image, *, clean_accuracy: float | None = None, n: int | None
     return out
 
 
-__all__ = ["result_warnings", "chance_level", "chance_margin", "encoding_note",
+def compare_marks(records, images_of, n: int | None = None) -> dict:
+    """``snnrun compare``: {(encoding, model label): mark} for the table cells that mean nothing.
+
+    ``images_of(encoding)`` gives the {label: ChipImage} used for that encoding; the float model
+    ('float') is judged by the first of them. Marks: 'chance' (clean accuracy at chance level)
+    'untrained encoding' (the encoding differs from the one the model was trained / compiled
+    for) and '1-bit: negative weights dropped' (a chip image, not the float model). Records of one (encoding, model) share their clean accuracy."""
+    marks: dict = {}
+    for r in records:
+        key = (r.get("encoding"), r.get("model"))
+        if key in marks or r.get("table"):
+            continue
+        imgs = images_of(r.get("encoding")) or {}
+        im = imgs.get(r.get("model")) or next(iter(imgs.values()), None)
+        if im is None:
+            continue
+        why = []
+        if encoding_note(im, r.get("encoding")):
+            why.append("untrained encoding")
+        if chance_level(r.get("clean_accuracy"), n_classes(im), n):
+            why.append("chance")
+        if r.get("model") != "float" and negative_dropped(im):
+            why.append("1-bit: negative weights dropped")
+        marks[key] = ", ".join(why) or None
+    return {k: v for k, v in marks.items() if v}
+
+
+__all__ = ["compare_marks", "result_warnings", "chance_level", "chance_margin", "encoding_note",
            "trained_encoding", "negative_dropped", "n_classes", "CHANCE_MARGIN"]
