@@ -98,9 +98,10 @@ def compare_marks(records, images_of, n: int | None = None) -> dict:
     """``snnrun compare``: {(encoding, model label): mark} for the table cells that mean nothing.
 
     ``images_of(encoding)`` gives the {label: ChipImage} used for that encoding; the float model
-    ('float') is judged by the first of them. Marks: 'chance' (clean accuracy at chance level)
+    ('float') is judged by the first of them. Marks: 'chance' (clean accuracy at chance level),
     'untrained encoding' (the encoding differs from the one the model was trained / compiled
-    for) and '1-bit: negative weights dropped' (a chip image, not the float model). Records of one (encoding, model) share their clean accuracy."""
+    for) and '1-bit: negative weights dropped' (a chip image, not the float model). Records of
+    one (encoding, model) share their clean accuracy."""
     marks: dict = {}
     for r in records:
         key = (r.get("encoding"), r.get("model"))
