@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from compiler.cliutil import debug_option, echo_json, nir_options, run_cli, table
+from compiler.cliutil import debug_option, echo_json, nir_options, quiet_option, run_cli, table
 from compiler.errors import SnnError
 from snnc._version import __version__
 
@@ -38,6 +38,7 @@ def load_calib(spec: str | None, limit: int) -> np.ndarray | None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="snnc", message="%(prog)s %(version)s")
 @debug_option
+@quiet_option
 @click.option("-v", "--verbose", count=True, help="Log pass timings (-v) and details (-vv).")
 def cli(debug: bool, verbose: int) -> None:
     """snnc: compile spiking neural networks for a PIcore-like 64-core neuromorphic chip."""
@@ -124,6 +125,7 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
 @_nir_options
 @click.option("--save-snn", type=click.Path(dir_okay=False), default=None,
               help="ONNX CNN: also write the converted SNN (ai.snnc ONNX) for snnc verify.")
+@quiet_option
 @debug_option
 def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, calib, calib_limit,
             timesteps, encoding, leak, seed, strict, input_shape, estimate, dump_after, dump_dir,
@@ -139,8 +141,7 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
 
     if not output and not estimate and not stop_after:
         raise click.UsageError("missing -o/--output (or use --estimate / --stop-after)")
-    if not Path(model).is_file():
-        raise SnnError(f"model file '{model}' not found")
+    _model_exists(model)
     spec = _spec(chip)
     shape = tuple(int(s) for s in input_shape.split(",")) if input_shape else None
     calib_x = load_calib(calib, calib_limit)
@@ -158,6 +159,9 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         else:
             click.echo(f"// ===== after {name} =====\n{text}")
 
+    bits, per_channel, clip, encoding, timesteps = _training_defaults(
+        model_in, model, dict(bits=bits, per_channel=per_channel, clip=clip, encoding=encoding,
+                              timesteps=timesteps), as_json)
     nir_info = _nir_declared(model_in)
     if source is not None and nir_info:
         source = dict(source, nir=nir_info)
@@ -170,6 +174,9 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         dump_after=set(dump_after), stop_after=stop_after, dump=dump)
     summary = prog.summary()
     report = _report(prog, summary)
+    from runtime.lab.honesty import quant_warnings
+    report["warnings"] = quant_warnings(report["layers"])
+    report["training"] = dict(prog.graph.attrs.get("training") or {})
     if nir_info:
         report["nir"] = nir_info
     if estimate:
@@ -188,13 +195,53 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
     if output:
         prog.write(output)
     if as_json:
+        from runtime.reports.provenance import provenance
         report["output"] = output
+        report["provenance"] = provenance(image_path=output, model_path=model,
+                                          seeds={"placement": seed}, engine="compiler")
         echo_json(report)
         return
+    for w in report["warnings"]:
+        click.echo(f"warning: {w}", err=True)
     click.echo(f"wrote {output}: {summary['cores_used']} cores on {prog.graph.attrs['chips']} "
                f"chip(s), latency L = {summary['latency_ticks']} ticks")
     _echo_nir(nir_info)
     click.echo(_quant_table(report))
+
+
+def _model_exists(model) -> None:
+    if not Path(model).is_file():
+        near = sorted(p.name for p in Path(model).parent.glob("*")
+                      if p.suffix.lower() in (".onnx", ".nir"))[:5] \
+            if Path(model).parent.is_dir() else []
+        raise SnnError(f"model file '{model}' not found",
+                       "check the path" + (f"; model files next to it: {', '.join(near)}"
+                                           if near else "")
+                       + " (snnc reads .onnx and .nir; export PyTorch models with "
+                         "snnc.export_onnx)")
+
+
+def _training_defaults(model_in, model, given: dict, quiet: bool):
+    """The model's training record (QAT export) as defaults; explicit conflicting options are
+    refused (compiler/training_record.py)."""
+    from click.core import ParameterSource
+
+    from compiler import training_record
+    rec = (getattr(model_in, "attrs", None) or {}).get("training")
+    out = dict(given)
+    if rec:
+        ctx = click.get_current_context()
+        explicit = {k for k in given if ctx.get_parameter_source(k) in
+                    (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+        g = dict(given, bits=_bits(given["bits"]))
+        out = training_record.resolve(rec, g, explicit, where=f"{Path(model).name}")
+        used = {k: rec[k] for k in training_record.KEYS if k in rec and k not in explicit}
+        if used and not quiet:
+            click.echo("using the model's training record: "
+                       + ", ".join(f"{training_record.OPTION[k]} {v}" for k, v in used.items()),
+                       err=True)
+    return (str(out["bits"]), out["per_channel"], out["clip"], out["encoding"],
+            int(out["timesteps"]))
 
 
 def _nir_declared(model_in) -> dict | None:
@@ -312,12 +359,18 @@ def inspect_image(img) -> dict:
 @click.option("--batch", default=128, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @_nir_options
+@quiet_option
 @debug_option
 def verify(model, image, data, limit, timesteps, batch, as_json, dt, nir_convention, cubalif,
            debug):
     """Trained vs deployed: float model, quantized reference and chip runtime on DATA."""
+    _model_exists(model)
     res = verify_model(model, image, data, limit, timesteps, batch,
                        nir_opts=dict(dt=dt, nir_convention=nir_convention, cubalif=cubalif))
+    from runtime.reports.provenance import provenance
+    res["provenance"] = provenance(image_path=image, model_path=model,
+                                   seeds={"encoding": "batch start index"},
+                                   extra={"data": data})
     if as_json:
         echo_json(res)
         return
@@ -370,6 +423,8 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
     ig = img.unmap()
     x = ds.x.reshape(len(ds.x), -1)
     pf, pq, pr, exact, first = [], [], [], True, None
+    from compiler.progress import bar
+    pb = bar(len(x), "verify", unit="sample")
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
         p = enc.encode(name, xb, T, seed=i)
@@ -383,8 +438,13 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
         ok, div = check_bit_exact(img, p, rr, rq)
         if not ok and exact:
             exact, first = False, dict(div, sample=i + div["sample"])
+        pb.update(len(xb))
+    pb.close()
     pf, pq, pr = (np.concatenate(v) for v in (pf, pq, pr))
     y = ds.y
+    from runtime.lab.honesty import result_warnings
+    warnings += result_warnings(img, clean_accuracy=float(np.mean(pr == y)), n=int(len(y)),
+                                encoding=name, what="chip runtime accuracy")
     return {
         "data": data, "n": int(len(y)), "timesteps": T, "encoding": name,
         "float_accuracy": float(np.mean(pf == y)), "quantized_accuracy": float(np.mean(pq == y)),
@@ -420,6 +480,7 @@ def _run_chip(prog, payloads):
 @_conversion_options
 @_nir_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@quiet_option
 @debug_option
 def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits, per_channel,
                    clip, input_shape, use_runtime, maxpool, threshold, threshold_per_channel,
@@ -452,6 +513,8 @@ def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits
                  per_channel=threshold_per_channel,
                  v_init=v_init, calibrate_vinit=calibrate_vinit)
     res["data"] = data
+    from runtime.reports.provenance import provenance
+    res["provenance"] = provenance(model_path=model, extra={"data": data})
     if as_json:
         echo_json(res)
         return

@@ -72,6 +72,18 @@ def negative_dropped(image) -> dict[str, float]:
     return out
 
 
+def quant_warnings(quant: dict) -> list[str]:
+    """Compile-time warnings from the per-layer quantization report (1-bit negatives)."""
+    parts = [f"{k} {100 * float(q.get('negative_dropped') or 0):.0f}%"
+             for k, q in (quant or {}).items()
+             if int(q.get("bits", 8)) == 1 and float(q.get("negative_dropped") or 0) > 0]
+    if not parts:
+        return []
+    return [f"1-bit weights are unsigned {{0, 1}} on this chip: negative weights became 0 "
+            f"({', '.join(parts)} of the synapses); compile with --bits 2 or more for signed "
+            f"weights"]
+
+
 def result_warnings(image, *, clean_accuracy: float | None = None, n: int | None = None,
                     encoding: str | None = None, what: str = "clean accuracy") -> list[str]:
     """Every warning that applies to a result on ``image`` (see the module docstring)."""
@@ -86,11 +98,7 @@ def result_warnings(image, *, clean_accuracy: float | None = None, n: int | None
         msg = encoding_note(image, encoding)
         if msg:
             out.append(msg)
-    dropped = negative_dropped(image)
-    if dropped:
-        parts = ", ".join(f"{k} {100 * v:.0f}%" for k, v in dropped.items())
-        out.append(f"1-bit weights are unsigned {{0, 1}} on this chip: negative weights became 0 "
-                   f"({parts} of the synapses); compile with --bits 2 or more for signed weights")
+    out += quant_warnings(image.meta.get("quant") or {})
     return out
 
 
@@ -122,5 +130,5 @@ def compare_marks(records, images_of, n: int | None = None) -> dict:
     return {k: v for k, v in marks.items() if v}
 
 
-__all__ = ["compare_marks", "result_warnings", "chance_level", "chance_margin", "encoding_note",
-           "trained_encoding", "negative_dropped", "n_classes", "CHANCE_MARGIN"]
+__all__ = ["compare_marks", "result_warnings", "quant_warnings", "chance_level", "chance_margin",
+           "encoding_note", "trained_encoding", "negative_dropped", "n_classes", "CHANCE_MARGIN"]
