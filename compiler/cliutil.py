@@ -116,7 +116,8 @@ def quiet_option(f):
     """-q/--quiet: no progress output (compiler/progress.py set_quiet)."""
     def cb(ctx, param, value):
         from compiler.progress import set_quiet
-        set_quiet(bool(value))
+        if value or ctx.parent is None:     # a subcommand's default must not undo `snnc -q`
+            set_quiet(bool(value))
         return value
     return click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True,
                         callback=cb, help="No progress output on stderr.")(f)

@@ -137,8 +137,8 @@ def attack(image, x, y, attack: str = "fgsm", eps=(8 / 255,), *, encoding: str |
     accuracy, an encoding the model was not trained for, 1-bit weights without negatives).
     ``progress``: a progress bar on stderr (None: on unless quiet)."""
     from compiler.progress import enabled
-    from runtime.lab.honesty import result_warnings
     from runtime.lab.attacks import SweepConfig, attack_sweep, float_graph_of, sda_run
+    from runtime.lab.honesty import result_warnings
     img = _image(image)
     T = int(timesteps or img.meta["timesteps"])
     x = np.asarray(x, np.float64)
