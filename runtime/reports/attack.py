@@ -66,7 +66,7 @@ def plot_accuracy_vs_eps(runs: list[dict], path, *, title: str | None = None,
 
     own = ax is None
     if own:
-        fig, ax = F.plt().subplots(figsize=(5.2, 3.8))
+        fig, ax = F.plt().subplots(figsize=(6.8, 3.8))
     for i, out in enumerate(runs):
         rs = [r for r in out["results"] if r is not None and r.get("eps") is not None]
         if not rs:
@@ -79,9 +79,10 @@ def plot_accuracy_vs_eps(runs: list[dict], path, *, title: str | None = None,
     F.accuracy_axis(ax, chance, "accuracy under attack (%)")
     if title:
         ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="best")
     if not own:
+        ax.legend(fontsize=7, loc="best", framealpha=0.7)
         return None
+    F.legend_outside(ax)
     return F.save(fig, path, fmt, caption)
 
 

@@ -52,6 +52,12 @@ def accuracy_axis(ax, chance: float | None = None, label: str = "accuracy (%)") 
                    label=f"chance ({100 * chance:.0f}%)")
 
 
+def legend_outside(ax, fontsize: int = 7) -> None:
+    """The legend right of the axes: it never hides data points."""
+    ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              frameon=False)
+
+
 def integer_ticks(ax, axis: str = "x") -> None:
     from matplotlib.ticker import MaxNLocator
     (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
@@ -102,5 +108,5 @@ def distribution(ax, positions, samples, *, color="#1f77b4", width=0.5, seed: in
                    label=label if k == 0 else None)
 
 
-__all__ = ["FORMATS", "style", "accuracy_axis", "integer_ticks", "caption", "save",
+__all__ = ["FORMATS", "style", "accuracy_axis", "legend_outside", "integer_ticks", "caption", "save",
            "distribution", "plt"]

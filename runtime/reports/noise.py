@@ -137,7 +137,7 @@ def plot_sweep(ax, res: dict, kind: str, rows: list[dict], worst_case=None) -> N
     ax.set_xlim(-0.6, len(rows) - 0.4)
     ax.set_xlabel(KIND_TITLES.get(kind, kind))
     F.accuracy_axis(ax, _chance(res))
-    ax.legend(fontsize=7, loc="lower left")
+    F.legend_outside(ax)
 
 
 def plot_report(d: Path, res: dict, fmt: str = "png") -> list[str]:
@@ -153,7 +153,7 @@ def plot_report(d: Path, res: dict, fmt: str = "png") -> list[str]:
             kinds.append(r["kind"])
     for k in kinds:
         rows = [r for r in res["sweep"] if r["kind"] == k]
-        fig, ax = plt.subplots(figsize=(5.6, 4.0))
+        fig, ax = plt.subplots(figsize=(7.0, 4.0))
         plot_sweep(ax, res, k, rows, res.get("worst_case") if k == "mismatch" else None)
         opts = res.get("options", {}).get(k, "")
         ax.set_title(f"Chip accuracy under {KIND_TITLES.get(k, k)}"

@@ -69,30 +69,32 @@ def write_report(out_dir: str | Path, summary: dict, result=None, image=None,
     (d / "report.md").write_text(markdown(summary))
     files = [str(d / "report.json"), str(d / "report.md")]
     if plots and result is not None and image is not None:
-        files += plot_run(d, result, image, fmt=fmt)
+        cap = (f"data {summary.get('data')} n = {summary.get('n')}, T = "
+               f"{summary.get('timesteps')}, {summary.get('encoding')} encoding, latency L = "
+               f"{summary.get('latency_ticks')} ticks; chip {image.spec.name}, "
+               f"{image.n_cores} cores on {image.chips} chip(s); cycle-level tick engine")
+        files += plot_run(d, result, image, fmt=fmt, caption=cap)
     return files
 
 
 def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+    from runtime.reports.figures import plt
+    return plt()
 
 
-def plot_run(d: Path, result, image, fmt: str = "png") -> list[str]:
-    plt = _plt()
+def plot_run(d: Path, result, image, fmt: str = "png", caption: str | None = None) -> list[str]:
+    """Per-layer firing rates, core activity per chip, NoC link load (captions: the run)."""
+    from runtime.reports import figures as F
+    plt = F.plt()
     files = []
     rates = result.layer_rates()
-    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(rates) + 2), 3))
-    ax.bar(list(rates), list(rates.values()), color="#3b7dd8")
+    fig, ax = plt.subplots(figsize=(max(4.6, 0.8 * len(rates) + 2.4), 3.4))
+    ax.bar(list(rates), list(rates.values()), color="#1f77b4", edgecolor="k", lw=0.6)
     ax.set_ylabel("spikes / neuron / step")
-    ax.set_title("Per-layer firing rates")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Per-layer firing rates on the chip", fontsize=10)
     ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    fig.savefig(d / f"layer_rates.{fmt}", dpi=120)
-    plt.close(fig)
-    files.append(str(d / f"layer_rates.{fmt}"))
+    files.append(F.save(fig, d / f"layer_rates.{fmt}", fmt, caption))
     spec = image.spec
     a = image.a
     busy = result.core_busy / max(result.n, 1)
@@ -100,26 +102,25 @@ def plot_run(d: Path, result, image, fmt: str = "png") -> list[str]:
         grid = np.full((spec.mesh_y, spec.mesh_x), np.nan)
         sel = np.flatnonzero(a["core_chip"] == chip)
         grid[a["core_y"][sel], a["core_x"][sel]] = busy[sel]
-        fig, ax = plt.subplots(figsize=(4.2, 3.6))
-        im = ax.imshow(grid, cmap="viridis")
+        fig, ax = plt.subplots(figsize=(5.0, 4.4))
+        im = ax.imshow(grid, cmap="viridis", vmin=0)
         fig.colorbar(im, ax=ax, label="busy cycles / sample")
-        ax.set_title(f"Core activity, chip {chip}")
-        ax.set_xlabel("x")
-        ax.set_ylabel("y")
-        fig.tight_layout()
-        f = d / f"core_activity_chip{chip}.{fmt}"
-        fig.savefig(f, dpi=120)
-        plt.close(fig)
-        files.append(str(f))
+        ax.set_title(f"Core activity, chip {chip} (blank: unused core)", fontsize=10)
+        ax.set_xlabel("mesh x")
+        ax.set_ylabel("mesh y")
+        F.integer_ticks(ax, "x")
+        F.integer_ticks(ax, "y")
+        files.append(F.save(fig, d / f"core_activity_chip{chip}.{fmt}", fmt, caption))
     cw, ch = image.meta["board"]["grid"]
     W, H = cw * spec.mesh_x, ch * spec.mesh_y
     load = result.link_load[: W * H * 4].reshape(H, W, 4).sum(axis=2) / max(result.n, 1)
-    fig, ax = plt.subplots(figsize=(max(4, W / 3), max(3.4, H / 3)))
-    im = ax.imshow(load, cmap="magma")
+    fig, ax = plt.subplots(figsize=(max(5.0, W / 3), max(4.4, H / 3)))
+    im = ax.imshow(load, cmap="magma", vmin=0)
     fig.colorbar(im, ax=ax, label="flits leaving the router / sample")
-    ax.set_title("NoC link load (board)")
-    fig.tight_layout()
-    fig.savefig(d / f"link_load.{fmt}", dpi=120)
-    plt.close(fig)
-    files.append(str(d / f"link_load.{fmt}"))
+    ax.set_title("NoC link load (board)", fontsize=10)
+    ax.set_xlabel("board x")
+    ax.set_ylabel("board y")
+    F.integer_ticks(ax, "x")
+    F.integer_ticks(ax, "y")
+    files.append(F.save(fig, d / f"link_load.{fmt}", fmt, caption))
     return files
