@@ -108,5 +108,5 @@ def distribution(ax, positions, samples, *, color="#1f77b4", width=0.5, seed: in
                    label=label if k == 0 else None)
 
 
-__all__ = ["FORMATS", "style", "accuracy_axis", "legend_outside", "integer_ticks", "caption", "save",
-           "distribution", "plt"]
+__all__ = ["FORMATS", "style", "accuracy_axis", "legend_outside", "integer_ticks", "caption",
+           "save", "distribution", "plt"]
