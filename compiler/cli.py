@@ -310,6 +310,10 @@ def inspect(image, as_json, debug):
              c["route_entries"]] for i, c in enumerate(info["per_core"])]
     click.echo(table(rows, ["core", "layer", "chip:(x,y)", "neurons", "axons", "w", "LCN",
                             "synapse bits", "util", "routes"]))
+    click.echo("\nL: ticks a spike needs through the layer pipeline (T steps run T + L ticks); "
+               "depth: pipeline stage;\nw: weight bits; LCN: fan-in extension (a core reads "
+               "1024*2^LCN axons, 1024/2^LCN columns);\nutil: synapse bits used / crossbar "
+               "bits; routes: routing-table entries of the core's neurons (docs/chip.md)")
 
 
 def inspect_image(img) -> dict:

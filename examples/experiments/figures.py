@@ -53,8 +53,8 @@ def mismatch(data: dict, out: Path, fmt: str = "png") -> str:
                            color=F.style(k)["color"])
             a2.axhline(100 * r["clean"], color="#2ca02c", ls="-.", lw=1)
             a2.set_xticks(pos, [f"{row['level']:g}" for row in r["rows"]])
-            F.accuracy_axis(a2, CHANCE, "accuracy (%)")
-            a2.set_title(f"{name}: every chip instance (box: quartiles)", fontsize=9)
+            F.accuracy_axis(a2, CHANCE, "accuracy (%)" if k % cols == 0 else "")
+            a2.set_title(f"{name}: every chip instance", fontsize=9)
             a2.set_xlabel("zeta")
     extra = "" if per_instance else (
         "Per-instance accuracies were not stored in this run's JSON: the spread is in "

@@ -24,8 +24,7 @@ def run_table(summary: dict) -> str:
         ["packets / hops / inter-chip hops",
          f"{summary['packets_per_sample']:.0f} / {summary['hops_per_sample']:.0f} / "
          f"{summary['interchip_hops_per_sample']:.0f}"],
-        ["energy / sample", f"{summary['energy_uj_per_sample']:.4f} uJ  (" + ", ".join(
-            f"{k} {v:.4f}" for k, v in summary["energy_breakdown_uj"].items()) + ")"],
+        ["energy / sample", f"{summary['energy_uj_per_sample']:.4f} uJ"],
         ["energy at 2.64 pJ/SOP only", f"{summary['energy_sop_headline_uj']:.4f} uJ"],
         ["chip latency / sample", f"{summary['latency_us_per_sample']:.2f} us"],
         ["simulator throughput", f"{summary['samples_per_s']:.1f} samples/s"],
@@ -34,7 +33,11 @@ def run_table(summary: dict) -> str:
         rows.append(["bit-exact vs reference", str(summary["bit_exact"])])
     out = table(rows, ["metric", "value"])
     rates = [[k, f"{v:.4f}"] for k, v in summary["layer_rates"].items()]
-    return out + "\n\n" + table(rates, ["layer", "spikes/neuron/step"])
+    energy = [[k, f"{v:.4f}"] for k, v in summary["energy_breakdown_uj"].items()]
+    return (out + "\n\n" + table(rates, ["layer", "spikes/neuron/step"]) + "\n\n"
+            + table(energy, ["energy part", "uJ/sample"])
+            + "\n(latency L: ticks a spike needs to cross the pipeline; T steps take T + L "
+              "ticks)")
 
 
 def markdown(summary: dict, title: str = "snnrun report") -> str:
