@@ -137,7 +137,8 @@ def compare_cmd(model, bits, per_channel, clip, images, source, dt, nir_conventi
     def nir_kw(path):
         return nir_load_options(path, dt, nir_convention, cubalif)
 
-    log = (lambda s: None) if as_json else (lambda s: click.echo(f"  {s}", err=True))
+    from compiler.progress import note
+    log = lambda s: note(f"compare: {s}")  # noqa: E731 - stderr, silenced by --quiet
     encs = _names(encodings, ENCODINGS, "--encodings")
     atts = _names(attacks, ("fgsm", "pgd"), "--attacks")
     sgs = _names(surrogates, ("atan", "sigmoid", "triangle", "pdsg"), "--surrogates")
