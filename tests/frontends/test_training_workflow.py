@@ -125,6 +125,7 @@ def test_checkpoint_refuses_another_configuration_or_model(tmp_path):
         x, y).epochs_done == 1
 
 
+@pytest.mark.slow
 def test_digits_example_refuses_a_changed_lr(tmp_path, monkeypatch):
     import importlib.util
     from pathlib import Path
@@ -133,8 +134,9 @@ def test_digits_example_refuses_a_changed_lr(tmp_path, monkeypatch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     ck, out = tmp_path / "ck.pt", tmp_path / "m.onnx"
-    args = ["--epochs", "1", "--checkpoint", str(ck), "-o", str(out), "-q"]
+    args = ["--epochs", "1", "--timesteps", "2", "--batch", "256", "--checkpoint", str(ck),
+            "-o", str(out), "-q"]
     mod.main(args)
-    assert load_model(out).attrs["training"] == {"encoding": "direct", "timesteps": 8}
+    assert load_model(out).attrs["training"] == {"encoding": "direct", "timesteps": 2}
     assert mod.main(args + ["--lr", "0.01"]) == 2
     mod.main(args + ["--lr", "0.01", "--resume", "force"])
