@@ -236,3 +236,33 @@ def test_cli_contracts(chance_chip, tmp_path):
     r = CliRunner().invoke(cli, ["compile", str(tmp_path / "nope.onnx"), "-o",
                                  str(tmp_path / "x.bin")])
     assert r.exit_code != 0 and r.exception.hint
+
+
+def test_compare_marks_provenance_and_figures(tmp_path):
+    from pathlib import Path
+
+    from runtime.cli.compare import compare_cmd
+    model = Path(__file__).parents[2] / "examples" / "digits" / "model.onnx"
+    r = CliRunner().invoke(compare_cmd, [
+        "--model", str(model), "--bits", "8", "--limit", "12", "--encodings", "direct,phase",
+        "--attacks", "fgsm", "--eps", "8/255", "--surrogates", "", "--pgd-steps", "",
+        "--no-sda", "--report", str(tmp_path), "--plots", "--format", "svg", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert {(m["encoding"], m["model"]) for m in out["marks"]} == {("phase", "float"),
+                                                                   ("phase", "8-bit")}
+    assert all("untrained encoding" in m["why"] for m in out["marks"])
+    assert "| phase | 8-bit |" in out["tables"]["quantization_fgsm"]
+    row = [ln for ln in out["tables"]["quantization_fgsm"].splitlines()
+           if ln.startswith("| phase | 8-bit |")][0]
+    assert "n/a" in row
+    assert out["provenance"]["model_file"]["sha256"] == file_sha256(model)
+    assert sorted(Path(f).name for f in out["figures"]) == [
+        "accuracy_vs_eps_fgsm.svg", "levels_fgsm.svg", "quantization_fgsm.svg"]
+    assert "## Provenance" in (tmp_path / "compare.md").read_text()
+
+
+def test_image_labels_stay_unique():
+    from runtime.cli.compare import _image_labels
+    assert _image_labels(["a/x.bin", "b/y.bin"]) == ["x", "y"]
+    assert _image_labels(["a/chip.bin", "b/chip.bin"]) == ["a/chip.bin", "b/chip.bin"]
