@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.snnc-installed
 JOBS ?= 2
 
-.PHONY: all venv demo test test-fast bench lint docs clean
+.PHONY: all venv demo test test-fast fuzz bench lint docs clean
 
 all: test
 
@@ -44,6 +44,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) -m "not slow"
+
+# The long fuzz profile (minutes): thousands of hostile chip.bin files, npz/IDX/CIFAR inputs and
+# options (tests/fuzz; the short profile runs in `make test`).
+fuzz: $(STAMP)
+	SNNC_FUZZ=long $(PY) -m pytest -n $(JOBS) --dist loadfile tests/fuzz
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -38,7 +38,11 @@ def mlp(sizes=(784, 512, 512, 10), seed=0, thresholds=None, bits=8) -> Graph:
     return g
 
 
-VGG9_CHANNELS = (32, 32, "P", 64, 64, "P", 128, 128, 128, "P")
+VGG9_CHANNELS = (32, 32, "P", 64, 64, "P", 128, 128, 128, "P")     # half width (make bench)
+# the seed papers' widths (CIFAR-10, 32 x 32 x 3 input, 3x3 convs with padding 1, AvgPool 2x2)
+VGG9_SEED_CHANNELS = (64, 64, "P", 128, 128, "P", 256, 256, 256, "P")
+VGG5_SEED_CHANNELS = (64, "P", 128, 128, "P")
+SEED_FC = 1024
 
 
 def vgg9(seed=0, channels=VGG9_CHANNELS, hw=32, fc=256, classes=10, th_scale=1.0,
@@ -68,6 +72,46 @@ def vgg9(seed=0, channels=VGG9_CHANNELS, hw=32, fc=256, classes=10, th_scale=1.0
     x = g.add("out", IF(v_threshold=q / 3 * np.sqrt(fc)), [x])
     g.add("output", Output((classes,)), [x])
     return g
+
+
+def vgg9_seed(seed=0, hw=32, bits=4, **kw) -> Graph:
+    """VGG9 at the seed papers' width: conv 64,64,P,128,128,P,256,256,256,P; FC 1024, 10."""
+    return vgg9(seed=seed, channels=VGG9_SEED_CHANNELS, hw=hw, fc=SEED_FC, bits=bits, **kw)
+
+
+def vgg5_seed(seed=0, hw=32, bits=4, **kw) -> Graph:
+    """VGG5 at the seed papers' width: conv 64,P,128,128,P; FC 1024, 10."""
+    return vgg9(seed=seed, channels=VGG5_SEED_CHANNELS, hw=hw, fc=SEED_FC, bits=bits, **kw)
+
+
+def vgg_native(channels=VGG9_SEED_CHANNELS, fc=SEED_FC, classes=10, in_ch=3, hw=32,
+               neuron="if", batchnorm=True, v_threshold=1.0):
+    """The same VGG as a trainable torch module of native layers (frontends.native.layers):
+    Conv3x3(pad 1) [+ BatchNorm] + IF/LIF per conv, AvgPool2d(2) for 'P', then FC fc + neuron,
+    FC classes + neuron (the readout). Train it with the training library (BPTT, QAT), export
+    with snnc's native converter (``frontends.native.to_graph``) or ONNX (``export_onnx``)."""
+    import torch.nn as nn
+
+    from frontends.native.layers import IF as NIF
+    from frontends.native.layers import LIF as NLIF
+
+    def nrn():
+        return NLIF(v_threshold=v_threshold, beta=0.9) if neuron == "lif" else NIF(
+            v_threshold=v_threshold)
+
+    mods, c, size = [], in_ch, hw
+    for ch in channels:
+        if ch == "P":
+            mods.append(nn.AvgPool2d(2))
+            size //= 2
+            continue
+        mods.append(nn.Conv2d(c, ch, 3, padding=1, bias=not batchnorm))
+        if batchnorm:
+            mods.append(nn.BatchNorm2d(ch))
+        mods.append(nrn())
+        c = ch
+    mods += [nn.Flatten(), nn.Linear(c * size * size, fc), nrn(), nn.Linear(fc, classes), nrn()]
+    return nn.Sequential(*mods)
 
 
 def calibrate_thresholds(graph: Graph, x: np.ndarray, target: float = 0.1, T: int = 8,

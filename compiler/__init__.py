@@ -36,7 +36,13 @@ class Program:
 
     @property
     def float_graph(self) -> Graph:
-        """The lowered float model (what ``verify`` calls the trained model)."""
+        """The lowered float model (what ``verify`` calls the trained model); recomputed when
+        the compile released it (``keep_float=False``)."""
+        if self.history.get("lower") is None:
+            from compiler.passes import lower
+            g = self.history["fold-bn"]
+            self.history["lower"] = lower(g, self.spec, input_scale=self.graph.attrs.get(
+                "input_scale", 255.0))
         return self.history["lower"]
 
     @property
@@ -65,6 +71,7 @@ class Program:
             "cores_used": n,
             "chips_needed": int(np.ceil(n / self.spec.cores_per_chip)) if n else 0,
             "cores_per_layer": per_layer,
+            "partition": g.attrs.get("partition", {}),
             "neurons": int(sum(c.n_neurons for c in cores)),
             "latency_ticks": int(routes.latency) if routes else None,
         }
@@ -76,7 +83,7 @@ def compile_model(model, spec: ChipSpec = PICORE64, *, bits: int | str = 8,
                   seed: int = 0, strict: bool = False, leak: str = "auto",
                   auto_sqnr: float = 30.0, effort: float = 1.0, source: dict | None = None,
                   dump_after: set[str] | None = None, stop_after: str | None = None,
-                  dump=None, passes=None, progress: bool | None = None) -> Program:
+                  dump=None, passes=None, progress=None, keep_float: bool = True) -> Program:
     """Compile the operator graph ``model`` (stage 'imported') for ``spec``.
 
     Modules and files are loaded by the caller: ``frontends.load_model(...)`` gives the Graph,
@@ -86,13 +93,18 @@ def compile_model(model, spec: ChipSpec = PICORE64, *, bits: int | str = 8,
         bits: weight width (1, 2, 4, 8) or 'auto' (smallest width with SQNR >= auto_sqnr dB).
         per_channel: one scale per output channel instead of per layer.
         clip: 'max' or a percentile like 'p99.9' for the weight range.
-        chips: chips on the board (multi-chip boards for large networks).
+        chips: chips on the board (multi-chip boards for large networks), or 'auto' for the
+            smallest board that holds the network.
         calib: calibration images [N, C, H, W] in [0, 1]: per-layer report + placement rates.
         timesteps, encoding: defaults written into the image (the runtime may override).
         seed: placement seed. strict: fail instead of warning on a silent layer.
         source: where the graph came from ({'path', 'sha256'}), written into the image.
-        progress: a progress bar over the passes on stderr (None: on unless quiet,
-            compiler/progress.py).
+        progress: True for a progress bar over the passes on stderr (compiler/progress.py:
+            tqdm on a terminal, periodic lines elsewhere, silent when quiet), or a callback
+            ``(name, i, n, seconds, graph)`` after each pass (the CLI's lines).
+        keep_float: keep the lowered float graph in ``history`` (False frees it after
+            calibrate, the peak-memory saving for seed-size networks; Program.float_graph
+            recomputes it on demand).
     Raises:
         SnnError subclasses with what/where/limit/hint.
     """
@@ -111,7 +123,8 @@ def compile_model(model, spec: ChipSpec = PICORE64, *, bits: int | str = 8,
                    auto_sqnr=auto_sqnr, effort=effort)
     final, history = run_pipeline(graph, spec, passes or PIPELINE, options,
                                   dump_after=dump_after, stop_after=stop_after, dump=dump,
-                                  progress=progress)
+                                  progress=progress,
+                                  release=None if keep_float else {"lower": "calibrate"})
     opts = {k: v for k, v in options.items() if k != "calib"}
     opts["encoding"] = encoding
     return Program(final, history, spec, opts, source)

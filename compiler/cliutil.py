@@ -5,13 +5,96 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import traceback
+from pathlib import Path
 
 import click
 import numpy as np
 
+from compiler.chip import MAX_TIMESTEPS
 from compiler.errors import SnnError
+
+# --- option types: every numeric option is range-checked by click (exit 2, naming the option)
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+SEED = click.IntRange(0, 2**32 - 1)
+TIMESTEPS = click.IntRange(1, MAX_TIMESTEPS)
+CHIPS = click.IntRange(1, 0xFFFF)
+
+
+class FiniteFloat(click.ParamType):
+    """A float that is finite (no nan/inf) and, optionally, strictly positive or in [lo, hi]."""
+
+    name = "float"
+
+    def __init__(self, positive: bool = False, lo: float | None = None,
+                 hi: float | None = None):
+        self.positive, self.lo, self.hi = positive, lo, hi
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float) and math.isfinite(value):
+            v = value
+        else:
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"'{value}' is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        if self.positive and v <= 0:
+            self.fail(f"{value} must be > 0", param, ctx)
+        if (self.lo is not None and v < self.lo) or (self.hi is not None and v > self.hi):
+            self.fail(f"{value} is not in [{self.lo}, {self.hi}]", param, ctx)
+        return v
+
+
+class ShapeType(click.ParamType):
+    """'C,H,W' -> a tuple of positive integers."""
+
+    name = "shape"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        try:
+            dims = tuple(int(p) for p in parts)
+        except ValueError:
+            self.fail(f"'{value}' is not a comma-separated list of integers like 1,28,28",
+                      param, ctx)
+        if not 1 <= len(dims) <= 8 or min(dims) < 1 or max(dims) > 1 << 24:
+            self.fail(f"'{value}': expected 1 to 8 dimensions, each in 1..{1 << 24}", param,
+                      ctx)
+        return dims
+
+
+def check_output(path, *inputs, option: str = "-o/--output", folder: bool = False) -> None:
+    """Refuse an output that is one of the inputs (it would destroy it) or whose folder is
+    missing, before any work is done. ``folder``: the output is a directory (created if its
+    parent exists)."""
+    if path is None:
+        return
+    out = Path(path)
+    for src in inputs:
+        if src is None:
+            continue
+        same = False
+        try:
+            same = out.exists() and Path(src).exists() and os.path.samefile(out, src)
+        except OSError:
+            pass
+        if same or out.resolve() == Path(src).resolve():
+            raise click.BadParameter(f"'{path}' is also an input ({src}); writing it would "
+                                     "destroy the input", param_hint=option)
+    parent = out.resolve().parent if not folder else out.resolve().parent
+    if not parent.is_dir():
+        raise click.BadParameter(f"the folder '{parent}' of '{path}' does not exist",
+                                 param_hint=option)
+    if out.is_dir() and not folder:
+        raise click.BadParameter(f"'{path}' is a directory, expected a file path",
+                                 param_hint=option)
 
 
 def run_cli(group: click.Group, prog: str) -> None:
@@ -89,7 +172,7 @@ NIR_CONVENTIONS = ["nir", "snnc", "snntorch", "snntorch-zero", "norse", "sinabs"
 def nir_options(f, dt: bool = True):
     """NIR import options (frontends/nir/) for every command that accepts a model file."""
     opts = [
-        click.option("--dt", default=None, type=float,
+        click.option("--dt", default=None, type=FiniteFloat(positive=True),
                      help="NIR: time step (default: the file's metadata or the convention's)."),
     ] if dt else []
     opts += [

@@ -23,12 +23,15 @@ public reference they follow):
 ``phase``
     Weighted phase coding (Kim et al., Neurocomputing 2018), K phases (1 <= K <= 8):
     ``r_0 = x``, ``bit_i = 1[r_i >= 2^-(i+1)]``, ``r_{i+1} = r_i - 2^-(i+1) bit_i``; phase ``i``
-    carries payload ``2^(K-1-i) * bit_i``. Equivalently ``q = floor(2^K x)`` and phase ``i``
-    carries ``q & 2^(K-1-i)`` (how it is computed; equal to the recursion for binary floats).
-    One period delivers ``sum_i p_i = q = floor(2^K x)``. Step ``t`` uses phase ``t mod K``
-    (period K; if T < K only the first T phases are sent). Inputs above ``1 - 2^-K`` (which the
-    recursion cannot represent; SpikingJelly asserts) are **clipped** to ``1 - 2^-K``, i.e.
-    ``q <= 2^K - 1``. Note the float model reads a period as ``q / 255``, not ``q / 2^K``.
+    carries the weight ``2^-(i+1)`` of the standard definition on the 8-bit payload scale, i.e.
+    payload ``2^(7-i) * bit_i`` (256 * 2^-(i+1)), whatever K. Equivalently ``q = floor(2^K x)``
+    and phase ``i`` carries ``(q & 2^(K-1-i)) * 2^(8-K)`` (how it is computed; equal to the
+    recursion for binary floats). One period delivers ``sum_i p_i = 2^(8-K) q ~ 256 x``: the same
+    magnitude for every K (the payload of ``x`` quantised to K bits), ``x`` up to 1/255 as
+    direct coding. Step ``t`` uses phase ``t mod K`` (period K; if T < K only the first T phases
+    are sent). Inputs above ``1 - 2^-K`` (which the recursion cannot represent; SpikingJelly
+    asserts) are **clipped** to ``1 - 2^-K``, i.e. ``q <= 2^K - 1``. (Earlier versions: phase ``i``
+    carried ``2^(K-1-i)``, so a period delivered only ``2^K/255`` of the magnitude for K < 8.)
 ``latency`` (``mode='linear'``) / ``latency-log`` (``mode='log'``)
     Time to first spike, one event of payload 255 per input at step
     linear: ``t_f = rint((T-1)(1-x))``; log: ``t_f = rint((T-1) - ln(alpha x + 1))`` with
@@ -217,7 +220,7 @@ def _check_K(K: Any) -> int:
 def phase_levels(x: Any, K: int = PHASE_K_DEFAULT) -> np.ndarray:
     """The quantised level ``q = min(floor(2^K x), 2^K - 1)`` of each input, int64 [B, n_in].
 
-    One phase period delivers exactly ``q`` payload units (the "phase sum identity").
+    One phase period delivers exactly ``2^(8-K) q`` payload units (the "phase sum identity").
     """
     K = _check_K(K)
     f = _flatten(x, "phase")
@@ -227,7 +230,8 @@ def phase_levels(x: Any, K: int = PHASE_K_DEFAULT) -> np.ndarray:
 def phase(x: Any, T: int, K: int = PHASE_K_DEFAULT) -> np.ndarray:
     """Weighted phase encoding with K phases; step t is phase ``t mod K``.
 
-    Phase ``i`` carries payload ``2^(K-1-i)`` if bit ``i`` of the binary expansion of ``x`` is set.
+    Phase ``i`` carries payload ``2^(7-i)`` (weight 2^-(i+1) on the 8-bit scale) if bit ``i`` of
+    the binary expansion of ``x`` is set.
     Inputs above ``1 - 2^-K`` are clipped to ``1 - 2^-K``.
 
     Args:
@@ -244,8 +248,8 @@ def phase(x: Any, T: int, K: int = PHASE_K_DEFAULT) -> np.ndarray:
     T = _check_T(T, "phase")
     q = phase_levels(x, K)
     K = int(K)
-    w = (1 << (K - 1 - np.arange(K, dtype=np.int64)))  # phase weights 2^(K-1-i)
-    per = (q[None, :, :] & w[:, None, None]).astype(np.uint8)  # [K, B, n]
+    w = (1 << (K - 1 - np.arange(K, dtype=np.int64)))  # bit i of q is 2^(K-1-i)
+    per = ((q[None, :, :] & w[:, None, None]) << (MAX_PHASE_K - K)).astype(np.uint8)  # 2^(7-i)
     if T == K:
         return per
     return np.ascontiguousarray(per[np.arange(T) % K])
@@ -367,8 +371,8 @@ def ste_gain(name: str, T: int, **kw: Any) -> float:
 
     * direct: ``out_t = rint(255 x)/255 ~ x`` -> ``g = 1``.
     * rate: ``E[out_t] = x`` -> ``g = 1``.
-    * phase: a period delivers ``floor(2^K x)/255 ~ (2^K/255) x`` over K steps ->
-      ``g = 2^K/(255 K)``.
+    * phase: a period delivers ``2^(8-K) floor(2^K x)/255 ~ (256/255) x`` over K steps ->
+      ``g = 256/(255 K)``.
     * latency: one full event per input whatever x (the information is in its timing, which has no
       useful derivative) -> treat the window as delivering ``x`` in total: ``g = 1/T``.
     """
@@ -378,7 +382,7 @@ def ste_gain(name: str, T: int, **kw: Any) -> float:
         return 1.0
     if key == "phase":
         K = _check_K(kw.get("K", PHASE_K_DEFAULT))
-        return float(1 << K) / (INPUT_SCALE * K)
+        return float(1 << MAX_PHASE_K) / (INPUT_SCALE * K)
     return 1.0 / T
 
 

@@ -30,7 +30,11 @@ what was found and a hint.
 from __future__ import annotations
 
 import gzip
+import math
+import os
+import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +50,9 @@ IDX_LABELS_MAGIC = 0x00000801          # ubyte, 1 dim
 CIFAR_RECORD = 1 + 3 * 32 * 32         # label byte + R, G, B planes
 CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR_TEST = ("test_batch.bin",)
+#: The most bytes one dataset file (or one decompressed .gz / .npz member) may hold; checked
+#: before reading or allocating, so a header declaring a huge array cannot exhaust memory.
+MAX_DATA_BYTES = 1 << 32
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +136,9 @@ def load_dataset(spec: str, split: str = "test", limit: int | None = None, *,
                               if kind != "npz" else ""))
     else:
         raise DatasetError(f"unknown dataset spec '{spec}'", SPEC_HINT)
+    if len(x) == 0:
+        raise DatasetError(f"dataset '{spec}' ({split} split) has no samples",
+                           "check the file; an empty array cannot be evaluated")
     if limit is not None:
         x, y = x[:limit], y[:limit]
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -277,6 +287,7 @@ def _npz(path: Path, split: str, require_labels: bool):
     if not path.is_file():
         raise DatasetError(f"dataset file {where} not found", "check the path after 'npz:'")
     try:
+        _check_npz_members(path)
         with np.load(path, allow_pickle=False) as f:
             keys = set(f.files)
             if {"x_train", "x_test"} <= keys:
@@ -318,6 +329,57 @@ def _npz(path: Path, split: str, require_labels: bool):
     return x, y, classes
 
 
+def _check_npz_members(path: Path) -> None:
+    """Read each .npy member's header (not its data): the shape it declares must match the
+    member's size in the zip directory and stay within MAX_DATA_BYTES, before numpy allocates
+    an array of that shape."""
+    where = str(path)
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{where}: the file is empty", "create it with numpy.savez")
+    with zipfile.ZipFile(path) as z:
+        total = 0
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            name = f"{where}[{info.filename[:-4]}]"
+            if info.file_size > MAX_DATA_BYTES:
+                raise DatasetError(f"{name}: {info.file_size} bytes uncompressed, more than "
+                                   f"{MAX_DATA_BYTES}")
+            with z.open(info) as m:
+                try:
+                    version = np.lib.format.read_magic(m)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(m)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(m)
+                except ValueError as e:
+                    raise DatasetError(f"{name}: not a .npy array ({e})") from e
+                head = m.tell()
+            nbytes = math.prod(shape) * dtype.itemsize
+            if dtype.hasobject:
+                raise DatasetError(f"{name}: object arrays (pickles) are refused",
+                                   "store plain numeric arrays (pickles are never loaded)")
+            if head + nbytes != info.file_size:
+                raise DatasetError(f"{name}: header declares shape {shape} of {dtype} "
+                                   f"({nbytes} bytes) but the member holds "
+                                   f"{info.file_size - head} bytes",
+                                   "the file is corrupt or crafted; save it again with np.savez")
+            total += nbytes
+        if total > MAX_DATA_BYTES:
+            raise DatasetError(f"{where}: arrays of {total} bytes in all, more than "
+                               f"{MAX_DATA_BYTES}")
+
+
+def check_labels(y: np.ndarray, n_classes: int, data: str, model: str) -> None:
+    """Refuse labels outside 0..n_classes-1 of the model (accuracy would silently be 0)."""
+    y = np.asarray(y)
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        bad = int(y[(y < 0) | (y >= n_classes)][0])
+        raise DatasetError(f"data '{data}' has label {bad}, but {model} has {n_classes} output "
+                           f"classes (0..{n_classes - 1})",
+                           "run the model on the dataset it was trained for")
+
+
 # --- MNIST IDX -------------------------------------------------------------------------------
 def _find(root: Path, names: list[str], subdirs: tuple[str, ...], what: str) -> Path:
     if not root.is_dir():
@@ -332,12 +394,21 @@ def _find(root: Path, names: list[str], subdirs: tuple[str, ...], what: str) -> 
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's (decompressed) bytes, never more than MAX_DATA_BYTES."""
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError) as e:
+                data = f.read(MAX_DATA_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise DatasetError(f"{path}: not a regular file")
+                data = f.read(MAX_DATA_BYTES + 1)
+        if len(data) > MAX_DATA_BYTES:
+            raise DatasetError(f"{path}: more than {MAX_DATA_BYTES} bytes (decompressed)",
+                               "is this the right file? dataset files are at most a few GB")
+        return data
+    except (OSError, EOFError, zlib.error) as e:
         raise DatasetError(f"{path}: cannot read ({e})",
                            "re-download the file (a truncated .gz is a common cause)") from e
 
@@ -353,7 +424,7 @@ def _idx(path: Path, magic: int, ndim: int) -> np.ndarray:
         raise DatasetError(f"{path}: IDX magic 0x{got:08x}, expected 0x{magic:08x}",
                            "is this the right file (images vs labels), or still compressed?")
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
-    need = head + int(np.prod(dims))
+    need = head + math.prod(dims)  # exact: dims up to 2**32 each must not wrap
     if len(data) != need:
         raise DatasetError(f"{path}: {len(data)} bytes, expected {need} for dims {dims}",
                            "the file is truncated or corrupt; re-download it")

@@ -1,11 +1,12 @@
 """ChipImage: chip.bin as read-only typed arrays, plus ``unmap()`` back to the layer graph.
 
 ``load(path)`` reads through ``compiler.backend.binfmt.read`` (magic, version, CRCs, bounds) and
-then checks the cross-references the byte format cannot: every route entry names an existing
-core and axon with a legal delay, every axon is fed by exactly one source, prefix tables are
-monotonic, the ChipSpec in META matches the header digest. ``unmap()`` rebuilds the logical
-integer layer graph (stage 'folded') from the crossbar bits, registers and routes alone, so the
-runtime can be checked against ``compiler.reference.run_int`` without the source model.
+then ``runtime.validate.validate`` checks everything the byte format cannot: the embedded
+ChipSpec, META, every index, count, range and cross-table invariant the kernels rely on, and a
+memory budget (docs/binfmt.md, "What a valid image guarantees to the kernels").
+``unmap()`` rebuilds the logical integer layer graph (stage 'folded') from the crossbar bits,
+registers and routes alone, so the runtime can be checked against ``compiler.reference.run_int``
+without the source model.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from compiler.backend import binfmt
+from compiler.backend import binfmt, layerdesc
 from compiler.backend.emit import unpack_crossbar
-from compiler.chip import HOST_CHIP, ChipSpec
+from compiler.chip import ChipSpec, spec_from_dict
 from compiler.errors import BinaryFormatError
 from compiler.ir.graph import Graph
 from compiler.ir.linear import channels
 from compiler.ir.nodes import IF, Input, Layer, NeuronRegs, Output
+from runtime import kernels
+from runtime.validate import resolve, validate
 
 
 class ChipImage:
@@ -34,7 +37,10 @@ class ChipImage:
         self.meta: dict = chipfile.meta
         self.a: dict[str, np.ndarray] = chipfile.arrays
         self.spec_digest = chipfile.spec_digest
-        self._validate()
+        #: memory footprint of the kernel tables and of one worker's workspace (validate)
+        self.footprint: dict = validate(self)
+        if "op_table" in self.a:
+            self._check_ops()
 
     # --- basic facts ------------------------------------------------------------------------
     def _bad(self, what: str, hint: str | None = None) -> BinaryFormatError:
@@ -43,9 +49,7 @@ class ChipImage:
 
     @cached_property
     def spec(self) -> ChipSpec:
-        d = dict(self.meta["spec"])
-        d["weight_widths"] = tuple(d["weight_widths"])
-        return ChipSpec(**d)
+        return spec_from_dict(self.meta["spec"], f"{self.path}: META spec", complete=True)
 
     @property
     def n_cores(self) -> int:
@@ -75,106 +79,124 @@ class ChipImage:
     def chips(self) -> int:
         return int(self.meta["board"]["chips"])
 
-    def _validate(self) -> None:
-        a, m = self.a, self.meta
+    # --- logical-layer descriptors (op_* sections, compiler/backend/layerdesc.py) -----------
+    def _check_ops(self) -> None:
+        """Decode the descriptors and check that they reproduce every crossbar cell: a stale or
+        hostile descriptor must never change a result, so the image is refused otherwise."""
+        hint = ("the layer descriptors (op_* sections) disagree with the crossbars: the file "
+                "was edited or is damaged; recompile it with snnc compile")
         try:
-            spec = self.spec
-        except (KeyError, TypeError) as e:
-            raise self._bad(f"META has no valid chip spec ({e})") from e
-        if spec.digest() != self.spec_digest:
-            raise self._bad("META chip spec does not match the header's spec digest")
-        n_c = a["core_w"].size
-        for k in ("core_chip", "core_x", "core_y", "core_lcn", "core_layer", "core_tick_start",
-                  "core_xbar_rows"):
-            if a[k].size != n_c:
-                raise self._bad(f"section {k} has {a[k].size} entries, expected {n_c} cores")
-        for k in ("core_neuron_base", "core_axon_base", "core_xbar_base"):
-            b = a[k].astype(np.int64)
-            if b.size != n_c + 1 or b[0] != 0 or np.any(np.diff(b) < 0):
-                raise self._bad(f"section {k} is not a prefix table over {n_c} cores")
-        N = int(a["core_neuron_base"][-1])
-        for k in ("neu_th_pos", "neu_th_neg", "neu_v_reset", "neu_v_init", "neu_bias",
-                  "neu_leak", "neu_shift", "neu_mode", "neu_index"):
-            if a[k].size != N:
-                raise self._bad(f"section {k} has {a[k].size} entries, expected {N} neurons")
-        if int(a["core_xbar_base"][-1]) != a["xbar"].size:
-            raise self._bad("crossbar section size disagrees with core_xbar_base")
-        w, lcn = a["core_w"], a["core_lcn"]
-        if np.any(~np.isin(w, spec.weight_widths)) or np.any(lcn > spec.max_lcn):
-            raise self._bad("a core has an unsupported weight width or LCN")
-        nn = np.diff(a["core_neuron_base"].astype(np.int64))
-        na = np.diff(a["core_axon_base"].astype(np.int64))
-        cap_n = spec.xbar_cols // (w.astype(np.int64) << lcn.astype(np.int64))
-        if np.any(nn > cap_n) or np.any(na > (spec.xbar_rows << lcn.astype(np.int64))):
-            c = int(np.argmax((nn > cap_n) | (na > (spec.xbar_rows << lcn.astype(np.int64)))))
-            raise self._bad(f"core {c} exceeds its neuron/axon capacity")
-        rows = np.minimum(na, spec.xbar_rows)
-        if np.any(a["core_xbar_rows"] != rows) or np.any(
-                np.diff(a["core_xbar_base"].astype(np.int64)) != rows * (spec.xbar_cols // 8)):
-            raise self._bad("crossbar rows per core disagree with the axon counts")
-        slots = set(zip(a["core_chip"].tolist(), a["core_x"].tolist(), a["core_y"].tolist()))
-        if len(slots) != n_c:
-            raise self._bad("two cores share one (chip, x, y) slot")
-        if np.any(a["core_chip"] >= self.meta["board"]["chips"]) or np.any(
-                a["core_x"] >= spec.mesh_x) or np.any(a["core_y"] >= spec.mesh_y):
-            raise self._bad("a core lies outside the board")
-        for base, pre in (("neu_route_base", "rt_"), ("in_route_base", "in_rt_")):
-            b = a[base].astype(np.int64)
-            n_el = N if base == "neu_route_base" else int(m["input"]["size"])
-            if b.size != n_el + 1 or b[0] != 0 or np.any(np.diff(b) < 0) or b[-1] != a[
-                    pre + "axon"].size:
-                raise self._bad(f"section {base} is not a prefix table over the route entries")
-            d = a[pre + "delay"]
-            if d.size and (d.min() < 1 or d.max() > spec.max_delay):
-                raise self._bad(f"a route delay in {pre}delay is outside 1..{spec.max_delay}")
-        _ = (self.gaxon, self.in_gaxon)  # resolve destinations: raises on bad references
-        src = np.zeros(self.n_axons, np.int64)
-        np.add.at(src, self.gaxon[self.gaxon >= 0], 1)
-        np.add.at(src, self.in_gaxon, 1)
-        if np.any(src != 1):
-            ax = int(np.argmax(src != 1))
-            core = int(np.searchsorted(a["core_axon_base"], ax, side="right") - 1)
-            raise self._bad(f"core {core} axon {ax - int(a['core_axon_base'][core])} is fed by "
-                            f"{int(src[ax])} sources (expected exactly 1)")
+            ops = layerdesc.from_sections(self.a, len(self.layers))
+        except layerdesc.DescriptorError as e:
+            raise self._bad(f"layer descriptors: {e}", hint) from e
+        inp = self.meta["input"]
+        names = [L["name"] for L in self.layers]
+        shape = {-1: tuple(inp["shape"])}
+        shape.update({li: tuple(L["shape"]) for li, L in enumerate(self.layers)})
+        seen = {}
+        for k, op in enumerate(ops):
+            L = self.layers[op.layer]
+            src = inp["name"] if op.source < 0 else names[op.source]
+            if (op.layer, op.source) in seen or src not in L["sources"]:
+                raise self._bad(f"layer descriptors: op {k} describes layer '{L['name']}' from "
+                                f"'{src}', which is not one of its (remaining) sources", hint)
+            seen[(op.layer, op.source)] = k
+            if (op.in_shape != layerdesc._shape3(shape[op.source])
+                    or op.out_shape != layerdesc._shape3(shape[op.layer])):
+                raise self._bad(f"layer descriptors: op {k} shapes {op.in_shape} -> "
+                                f"{op.out_shape} do not match layer '{L['name']}'", hint)
+        for li, L in enumerate(self.layers):
+            for src in L["sources"]:
+                si = -1 if src == inp["name"] else names.index(src)
+                if (li, si) not in seen:
+                    raise self._bad(f"layer descriptors: no op for layer '{L['name']}' from "
+                                    f"'{src}'", hint)
+        self._op_lookup = seen
+        self._ops = ops
+        rows = np.ascontiguousarray(self.a["op_table"], dtype=np.int64)
+        index = np.ascontiguousarray(self.a["op_index"], dtype=np.int64)
+        wts = np.ascontiguousarray(self.a["op_weights"], dtype=np.int64)
+        for c in range(self.n_cores):
+            ax_op, elem, nidx = self._core_op_args(c)
+            bad = kernels.op_cells_mismatch(rows, index, wts, ax_op, elem, nidx, self.weights(c))
+            if bad:
+                raise self._bad(f"layer descriptors: {bad} crossbar cells of core {c} (layer "
+                                f"'{self.layers[int(self.a['core_layer'][c])]['name']}') differ "
+                                "from what the descriptors say", hint)
 
-    def _resolve(self, pre: str) -> np.ndarray:
+    def _core_op_args(self, c: int):
         a = self.a
-        key = (a["core_chip"].astype(np.int64) * 65536 + a["core_x"].astype(np.int64) * 256
-               + a["core_y"])
-        order = np.argsort(key)
-        chip = a[pre + "chip"].astype(np.int64)
-        host = chip == HOST_CHIP
-        q = chip * 65536 + a[pre + "x"].astype(np.int64) * 256 + a[pre + "y"]
-        pos = np.searchsorted(key[order], q)
-        pos = np.minimum(pos, max(key.size - 1, 0))
-        found = (key.size > 0) & (key[order][pos] == q) if key.size else np.zeros(q.size, bool)
-        if np.any(~found & ~host):
-            e = int(np.argmax(~found & ~host))
-            raise self._bad(f"route entry {e} in {pre}* names chip {chip[e]} core "
-                            f"({a[pre + 'x'][e]}, {a[pre + 'y'][e]}) which holds no core")
-        core = np.where(host, 0, order[pos] if key.size else 0)
-        ax = a[pre + "axon"].astype(np.int64)
-        n_ax = np.diff(a["core_axon_base"].astype(np.int64))
-        if np.any(~host & (ax >= n_ax[core])):
-            e = int(np.argmax(~host & (ax >= n_ax[core])))
-            raise self._bad(f"route entry {e} in {pre}* targets axon {ax[e]} beyond core "
-                            f"{int(core[e])}'s {int(n_ax[core[e]])} axons")
-        out_n = int(self.meta["output"]["neurons"])
-        if np.any(host & (ax >= out_n)):
-            raise self._bad("a host route names an output index beyond the output layer")
-        if pre == "in_rt_" and np.any(host):
-            raise self._bad("an input route targets the host")
-        g = a["core_axon_base"].astype(np.int64)[core] + ax
-        return np.where(host, -1 - ax, g)
+        pop, elem = self._axon_src
+        a0, a1 = int(a["core_axon_base"][c]), int(a["core_axon_base"][c + 1])
+        n0, n1 = int(a["core_neuron_base"][c]), int(a["core_neuron_base"][c + 1])
+        li = int(a["core_layer"][c])
+        look = self._op_lookup
+        ax_op = np.array([look.get((li, int(p)), -1) for p in pop[a0:a1]], np.int64)
+        return (ax_op, np.ascontiguousarray(elem[a0:a1]),
+                a["neu_index"][n0:n1].astype(np.int64))
+
+    @cached_property
+    def _axon_src(self):
+        return self.axon_sources()
+
+    @property
+    def has_ops(self) -> bool:
+        """Whether the image carries (checked) logical-layer descriptors."""
+        return getattr(self, "_ops", None) is not None
+
+    @property
+    def layer_ops(self) -> list:
+        """The checked descriptors (``compiler.backend.layerdesc.LayerOp``), one per (layer,
+        source) in table order; [] for an image without them."""
+        return list(getattr(self, "_ops", None) or [])
+
+    def ops_of_layer(self, li: int) -> list:
+        return [op for op in self.layer_ops if op.layer == li]
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters (integers of all descriptors; parameter id = index)."""
+        return int(self.a["op_weights"].size) if self.has_ops else 0
+
+    def param_values(self) -> np.ndarray:
+        """The integer value of every parameter id (int8 [n_params])."""
+        self._need_ops()
+        return self.a["op_weights"]
+
+    def param_layer(self) -> np.ndarray:
+        """The layer index of every parameter id (int64 [n_params])."""
+        self._need_ops()
+        out = np.empty(self.n_params, np.int64)
+        for op in self.layer_ops:
+            out[op.param_base:op.param_base + op.weights.size] = op.layer
+        return out
+
+    def cell_params(self, c: int) -> np.ndarray:
+        """Which parameter each crossbar cell of core ``c`` holds: int64 [axons, neurons], the
+        parameter id (index into :meth:`param_values`) or -1 where no synapse is mapped. Cells
+        with equal ids hold the same trained integer (a conv kernel element is shared by every
+        output position and by the inputs of its sum-pool window)."""
+        self._need_ops()
+        ax_op, elem, nidx = self._core_op_args(c)
+        out = np.empty((ax_op.size, nidx.size), np.int64)
+        kernels.op_cell_params(np.ascontiguousarray(self.a["op_table"], dtype=np.int64),
+                               np.ascontiguousarray(self.a["op_index"], dtype=np.int64),
+                               ax_op, elem, nidx, out)
+        return out
+
+    def _need_ops(self) -> None:
+        if not self.has_ops:
+            raise self._bad("the image has no layer descriptors (op_* sections)",
+                            "recompile it with this snnc (`snnc compile`)")
 
     @cached_property
     def gaxon(self) -> np.ndarray:
         """Per neuron route entry: global destination axon, or -1-k for host output k."""
-        return self._resolve("rt_")
+        return resolve(self, "rt_", self._bad)
 
     @cached_property
     def in_gaxon(self) -> np.ndarray:
-        return self._resolve("in_rt_")
+        return resolve(self, "in_rt_", self._bad)
 
     @cached_property
     def core_of_neuron(self) -> np.ndarray:

@@ -291,6 +291,31 @@ def run_batch(payloads, T, L, workers, in_ptr, in_info, core_nb, core_ab, core_t
 
 
 @njit(cache=True, nogil=True)
+def run_batch_serial(payloads, T, L, workers, in_ptr, in_info, core_nb, core_ab, core_ts,
+                     core_ev_cyc, core_fire_cyc, ax_info, wrow, th_pos, th_neg, v_reset, v_init,
+                     bias, leak, shift, rmode, nmode, lmode, neu_layer, rt_ptr, rt_info,
+                     pair_lptr, pair_links, pair_cyc, vlo, vhi, slots,
+                     ws_ev_ax, ws_ev_p, ws_ev_n, ws_V, ws_acc, ws_pair_cnt, ws_pair_touched,
+                     ws_link_tick, ws_link_touched,
+                     out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
+                     tick_cycles, cnt_all, v_all, record):
+    """:func:`run_batch` without threads, for the bounds-checked debug mode
+    (``NUMBA_BOUNDSCHECK=1``): an IndexError raised in a parallel region does not reach the
+    caller intact, in a serial loop it does. Same arguments, same results."""
+    B = payloads.shape[0]
+    for w in range(workers):
+        for b in range(w, B, workers):
+            _sample(b, payloads, T, L, in_ptr, in_info, core_nb, core_ab, core_ts, core_ev_cyc,
+                    core_fire_cyc, ax_info, wrow, th_pos, th_neg, v_reset, v_init, bias, leak,
+                    shift, rmode, nmode, lmode, neu_layer, rt_ptr, rt_info, pair_lptr,
+                    pair_links, pair_cyc, vlo, vhi, slots,
+                    ws_ev_ax[w], ws_ev_p[w], ws_ev_n[w], ws_V[w], ws_acc[w], ws_pair_cnt[w],
+                    ws_pair_touched[w], ws_link_tick[w], ws_link_touched[w],
+                    out_counts, v_out, out_glob, layer_spk, stats, core_busy, link_total,
+                    tick_cycles, cnt_all, v_all, record)
+
+
+@njit(cache=True, nogil=True)
 def xy_links(sx, sy, dx, dy, width, mesh_x, mesh_y):
     """XY routes on the board mesh: (link ptr [R+1], link ids, on-chip hops, inter-chip hops).
 
@@ -330,4 +355,165 @@ def xy_links(sx, sy, dx, dy, width, mesh_x, mesh_y):
     return ptr, links, hops, xhops
 
 
-__all__ = ["run_batch", "xy_links", "leak", "wcast", "N_STATS"]
+# --- logical-layer descriptors and the layer engine ------------------------------------------
+# columns of an op_table row (compiler/backend/layerdesc.COLS; a test checks they agree)
+(OP_LAYER, OP_SOURCE, OP_KIND, OP_W_OFF, OP_W_LEN, OP_C_IN, OP_H_IN, OP_W_IN, OP_POOL_H,
+ OP_POOL_W, OP_C_OUT, OP_H_OUT, OP_W_OUT, OP_KH, OP_KW, OP_STRIDE_H, OP_STRIDE_W, OP_PAD_H,
+ OP_PAD_W, OP_DIL_H, OP_DIL_W, OP_GROUPS, OP_IDX_OFF, OP_IDX_LEN) = range(24)
+
+
+@njit(cache=True, nogil=True)
+def _op_param(r, op_index, e, j):
+    """Parameter id (index into op_weights) that op row ``r`` puts at (source element e,
+    neuron j), or -1 where the op has no synapse."""
+    kind = r[OP_KIND]
+    cin, hin, win = r[OP_C_IN], r[OP_H_IN], r[OP_W_IN]
+    if kind == 3:                                   # sparse CSR: binary search in row e
+        n_src = cin * hin * win
+        i0 = r[OP_IDX_OFF]
+        lo = op_index[i0 + e]
+        hi = op_index[i0 + e + 1]
+        ind0 = i0 + n_src + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if op_index[ind0 + mid] < j:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < op_index[i0 + e + 1] and op_index[ind0 + lo] == j:
+            return r[OP_W_OFF] + lo
+        return -1
+    ph, pw = r[OP_POOL_H], r[OP_POOL_W]
+    c = e // (hin * win)
+    y = (e // win) % hin
+    x = e % win
+    hp, wp = hin // ph, win // pw
+    py, px = y // ph, x // pw
+    if py >= hp or px >= wp:
+        return -1
+    if kind == 2:                                   # dense [n_pooled, n_out]
+        q = (c * hp + py) * wp + px
+        return r[OP_W_OFF] + q * (r[OP_C_OUT] * r[OP_H_OUT] * r[OP_W_OUT]) + j
+    ho, wo = r[OP_H_OUT], r[OP_W_OUT]
+    o = j // (ho * wo)
+    oy = (j // wo) % ho
+    ox = j % wo
+    g = r[OP_GROUPS]
+    cig = cin // g
+    cog = r[OP_C_OUT] // g
+    ic = c - (o // cog) * cig
+    if ic < 0 or ic >= cig:
+        return -1
+    ry = py - (oy * r[OP_STRIDE_H] - r[OP_PAD_H])
+    rx = px - (ox * r[OP_STRIDE_W] - r[OP_PAD_W])
+    if ry < 0 or rx < 0 or ry % r[OP_DIL_H] != 0 or rx % r[OP_DIL_W] != 0:
+        return -1
+    dy = ry // r[OP_DIL_H]
+    dx = rx // r[OP_DIL_W]
+    kh, kw = r[OP_KH], r[OP_KW]
+    if dy >= kh or dx >= kw:
+        return -1
+    return r[OP_W_OFF] + ((o * cig + ic) * kh + dy) * kw + dx
+
+
+@njit(cache=True, nogil=True)
+def op_cell_params(op_rows, op_index, axon_op, axon_elem, neuron_idx, out):
+    """out[a, j] = parameter id of core cell (axon a, neuron j), -1 where no op connects it
+    (``axon_op[a]`` = row of the axon's op in ``op_rows``, -1 if its source has none)."""
+    for a in range(axon_op.size):
+        k = axon_op[a]
+        for j in range(neuron_idx.size):
+            out[a, j] = -1 if k < 0 else _op_param(op_rows[k], op_index, axon_elem[a],
+                                                   neuron_idx[j])
+
+
+@njit(cache=True, nogil=True)
+def op_cells_mismatch(op_rows, op_index, op_weights, axon_op, axon_elem, neuron_idx, w):
+    """Number of cells of one core whose decoded weight ``w`` [axons, neurons] differs from
+    what the ops say (op_weights at the cell's parameter, 0 where no op connects it)."""
+    bad = 0
+    for a in range(axon_op.size):
+        k = axon_op[a]
+        for j in range(neuron_idx.size):
+            p = -1 if k < 0 else _op_param(op_rows[k], op_index, axon_elem[a], neuron_idx[j])
+            want = 0 if p < 0 else op_weights[p]
+            if w[a, j] != want:
+                bad += 1
+    return bad
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def neuron_scan(cur, th_pos, th_neg, v_reset, v_init, bias, lk, shift, rmode, nmode, lmode,
+                vlo, vhi, spikes, counts, v_out):
+    """The neuron update of one layer over all T steps (chip.md 'Neuron', compiler/reference.py
+    int_step): ``cur`` [T, B, n] integer-valued synaptic input (float32/float64 exact integers,
+    or int32), ``spikes`` [T, B, n] u8 out, ``counts`` [B, n] and ``v_out`` [B, n] int64 out.
+    Parallel over neurons; each neuron's T steps run in order."""
+    T, B, n = cur.shape
+    for j in prange(n):
+        for b in range(B):
+            v = np.int64(v_init[j])
+            cnt = 0
+            for t in range(T):
+                v = leak(v, lmode[j], lk[j], shift[j], vlo, vhi)
+                v = _sat(v + np.int64(cur[t, b, j]) + bias[j], vlo, vhi)
+                s = v >= th_pos[j]
+                if s:
+                    cnt += 1
+                    if rmode[j] == 0:
+                        v = v_reset[j]
+                    elif rmode[j] == 1:
+                        v = v - th_pos[j]
+                if nmode[j] == 1 and v < -th_neg[j]:
+                    v = -th_neg[j]
+                spikes[t, b, j] = 1 if s else 0
+            counts[b, j] = cnt
+            v_out[b, j] = v
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def neuron_scan_float(cur, th_pos, th_neg, v_reset, v_init, bias, lk, decay, rmode, nmode,
+                      lmode, vlo, vhi, spikes, counts, v_out):
+    """The analog (float64) neuron update of noise instances, as the tick kernel's float path:
+    ADD saturating, SHIFT/MULT v - v * decay."""
+    T, B, n = cur.shape
+    for j in prange(n):
+        for b in range(B):
+            v = np.float64(v_init[j])
+            cnt = 0
+            for t in range(T):
+                v = leak(v, lmode[j], lk[j], decay[j], vlo, vhi)
+                v = _sat(v + cur[t, b, j] + bias[j], vlo, vhi)
+                s = v >= th_pos[j]
+                if s:
+                    cnt += 1
+                    if rmode[j] == 0:
+                        v = v_reset[j]
+                    elif rmode[j] == 1:
+                        v = v - th_pos[j]
+                if nmode[j] == 1 and v < -th_neg[j]:
+                    v = -th_neg[j]
+                spikes[t, b, j] = 1 if s else 0
+            counts[b, j] = cnt
+            v_out[b, j] = v
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def sum_pool(x, ph, pw, out):
+    """Non-overlapping sum pooling of u8 activations x [N, C, H, W] -> out [N, C, H//ph, W//pw]
+    (u8; callers guarantee ph * pw * max(x) <= 255)."""
+    N, Cc, Ho, Wo = out.shape
+    for nc in prange(N * Cc):
+        n_ = nc // Cc
+        c = nc % Cc
+        for y in range(Ho):
+            for x_ in range(Wo):
+                s = 0
+                for a in range(ph):
+                    for b in range(pw):
+                        s += x[n_, c, y * ph + a, x_ * pw + b]
+                out[n_, c, y, x_] = s
+
+
+__all__ = ["run_batch", "run_batch_serial", "xy_links", "leak", "wcast", "N_STATS",
+           "op_cell_params", "op_cells_mismatch", "neuron_scan", "neuron_scan_float", "sum_pool"]

@@ -127,15 +127,17 @@ def _payloads(img: ChipImage, x, encoding, timesteps, seed):
 def attack(image, x, y, attack: str = "fgsm", eps=(8 / 255,), *, encoding: str | None = None,
            timesteps: int | None = None, surrogate: str = "atan", steps: int = 10,
            alpha: float | None = None, eot: int = 1, seed: int = 0, source=None,
-           workers: int | None = None, progress: bool | None = None) -> dict:
+           workers: int | None = None, cluster=None, progress: bool | None = None) -> dict:
     """Adversarial examples against the deployed network, evaluated on the runtime.
 
     ``attack`` is 'fgsm', 'pgd' (white-box through the bit-exact twin, or transferred from the
     float ``source`` model when given) or 'sda' (sparse attack on binarised events). Returns the
     same dict as ``snnrun --attack ... --json`` (``results``: eps, clean_accuracy, adv_accuracy,
-    accuracy_loss, asr, spike_activity_change, nsr) and ``warnings`` (chance-level clean
-    accuracy, an encoding the model was not trained for, 1-bit weights without negatives).
-    ``progress``: a progress bar on stderr (None: on unless quiet)."""
+    accuracy_loss, asr, spike_activity_change, nsr). ``cluster``: ``"local"``, a Ray address
+    or a :class:`runtime.lab.cluster.Cluster`: the (sample chunk, eps) units run on Ray with
+    results identical to the local run (docs/scale-out.md). The result carries ``warnings``
+    (chance-level clean accuracy, an encoding the model was not trained for, 1-bit weights
+    without negatives). ``progress``: a progress bar on stderr (None: on unless quiet)."""
     from compiler.progress import enabled
     from runtime.lab.attacks import SweepConfig, attack_sweep, float_graph_of, sda_run
     from runtime.lab.honesty import result_warnings
@@ -159,7 +161,11 @@ def attack(image, x, y, attack: str = "fgsm", eps=(8 / 255,), *, encoding: str |
     cfg = SweepConfig(attack, tuple(float(e) for e in eps), encoding or img.meta["encoding"], T,
                       surrogate, alpha, int(steps), int(eot), int(seed), workers=workers,
                       progress=enabled(progress))
-    out = attack_sweep(img, x, y, cfg, src)
+    from runtime.lab.cluster import connect
+    cl = connect(cluster)
+    out = attack_sweep(img, x, y, cfg, src, cluster=cl)
+    if cl is not None:
+        out["ray"] = cl.info()
     clean = out["results"][0]["clean_accuracy"] if out["results"] else None
     out["warnings"] = result_warnings(img, clean_accuracy=clean, n=len(y),
                                       encoding=cfg.encoding)
@@ -167,20 +173,23 @@ def attack(image, x, y, attack: str = "fgsm", eps=(8 / 255,), *, encoding: str |
 
 
 def sweep(image, x, y, kind: str, levels, samples: int = 100, *, encoding: str | None = None,
-          timesteps: int | None = None, seed: int = 0, progress: bool | None = None,
-          **kw) -> list[dict]:
+          timesteps: int | None = None, seed: int = 0, cluster=None,
+          progress: bool | None = None, **kw) -> list[dict]:
     """Accuracy over ``samples`` chip instances per noise level (Monte Carlo).
 
     ``kind``: 'mismatch' (zeta), 'pcm' (seconds after programming), 'bitflip' (rate),
     'stuck-at' (rate) or 'dead-cores'; keyword options as :func:`runtime.lab.sweep.sweep`
     (domain, on, gdc, registers, workers...). Rows: kind, level, mean, std, min, max, median, n,
-    accuracies. ``progress``: a progress bar on stderr (None: on unless quiet)."""
+    accuracies. ``cluster``: ``"local"``, a Ray address or a Cluster: the (instance, level)
+    units run on Ray, with the same numbers as the local run. ``progress``: a progress bar on
+    stderr (None: on unless quiet)."""
     from compiler.progress import enabled
     from runtime.lab.sweep import sweep as _sweep
     img = _image(image)
     payloads, _, _ = _payloads(img, x, encoding, timesteps, seed)
+    from runtime.lab.cluster import connect
     return _sweep(img, payloads, np.asarray(y), kind, levels, samples, seed,
-                  progress=enabled(progress), **kw)
+                  cluster=connect(cluster), progress=enabled(progress), **kw)
 
 
 def certify(image, x, y, zetas, *, encoding: str | None = None, timesteps: int | None = None,

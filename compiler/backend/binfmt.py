@@ -81,7 +81,7 @@ A known kind must be stored with the dtype its registry entry gives; any other c
 |    3 | core_x           | u8    | x coordinate of each core on its chip's mesh                 |
 |    4 | core_y           | u8    | y coordinate of each core on its chip's mesh                 |
 |    5 | core_w           | u8    | weight width in bits of each core's crossbar                 |
-|    6 | core_lcn         | u8    | fan-in extension exponent: 2**lcn row blocks per core        |
+|    6 | core_lcn         | u8    | fan-in extension exponent 0..6: 2**lcn row blocks per core   |
 |    7 | core_layer       | u16   | index into meta['layers'] of each core's layer               |
 |    8 | core_tick_start  | u16   | first tick each core integrates (pipeline depth - 1)         |
 |    9 | core_neuron_base | u32   | prefix offsets of cores into neu_* (length cores+1)          |
@@ -110,6 +110,10 @@ A known kind must be stored with the dtype its registry entry gives; any other c
 |   32 | in_rt_axon       | u16   | destination axon of each input route entry                   |
 |   33 | in_rt_delay      | u8    | delay in ticks of each input route entry                     |
 |   34 | neu_index        | u32   | index of each neuron within its layer                        |
+|   48 | op_table         | i64   | per layer op: structure row (see Layer descriptors)          |
+|   49 | op_weights       | i8    | integers of every op: parameter id = index here              |
+|   50 | op_index         | u32   | CSR indptr + indices of sparse ops                           |
+|   51 | op_info          | u8    | UTF-8 JSON list: per op its weight node and 'trained'        |
 
 **Meta.** The `meta` section holds the UTF-8 bytes of one JSON object, written with sorted keys,
 `separators=(",", ":")`, non-ASCII characters as UTF-8 (not `\\u` escapes) and no NaN or
@@ -124,6 +128,24 @@ byte k of a row is column 8k + b.
 **Prefix tables.** A `*_base` table of length n + 1 gives element i the half-open range
 `base[i]:base[i+1]` of its entries in the arrays it indexes. Arrays written by snnc are
 one-dimensional.
+
+**Layer descriptors** (kinds 48-51, optional; `compiler/backend/layerdesc.py`). One *op* per
+(layer, source population): the integer operator whose unrolled [n_src, n] matrix is exactly that
+layer's synapses from that source. `op_table` is i64 [ops, 24] with the columns `layer, source
+(-1 = graph input), kind (1 conv, 2 dense, 3 sparse), w_off, w_len, c_in, h_in, w_in, pool_h,
+pool_w, c_out, h_out, w_out, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups,
+idx_off, idx_len` (1-D populations are (n, 1, 1)). Every op first sum-pools its source by
+(pool_h, pool_w) (non-overlapping windows; conv and dense only), then: **conv** applies the
+kernel `op_weights[w_off : w_off + w_len]` of shape [c_out, c_in / groups, kh, kw] with the given
+stride, zero padding, dilation and groups; **dense** multiplies the flattened pooled source by
+the matrix [n_pooled, c_out * h_out * w_out] stored there (row-major); **sparse** is the CSR
+matrix whose `indptr` (n_src + 1 entries) and `indices` are `op_index[idx_off : idx_off +
+idx_len]` and whose data are the op's weights. *Parameter id* p = an index into `op_weights`:
+crossbar cell (axon, neuron) holds parameter p when the op of the axon's source maps that pair to
+entry p. `op_info` (UTF-8 JSON list, one object per op) names the operator node the integers
+came from (`node`) and whether they are that node's trained weight tensor element for element
+(`trained`). The runtime loader checks that the ops reproduce every core's crossbar cell for
+cell and refuses the image otherwise; an image without these sections runs on the tick engine.
 
 No section is mandatory at this level; which ones a runnable image needs, and how they refer to
 each other, is checked by the runtime loader (`runtime/image.py`).
@@ -140,6 +162,7 @@ each other, is checked by the runtime loader (`runtime/image.py`).
 | version | change                                                                         |
 |---------|--------------------------------------------------------------------------------|
 | 1.0     | initial format: header, 64-byte section table entries, kinds 1-34              |
+| 1.1     | logical-layer descriptors, kinds 48-51 (op_table, op_weights, op_index, op_info) |
 
 ## Reading
 
@@ -150,17 +173,83 @@ matching the registry, ndim <= 4 and unused dims zero, nbytes = itemsize * produ
 64-byte alignment, within the file, after the table, no overlap, reserved bytes zero); the file
 length; zero padding; each section's CRC; `meta` is a UTF-8 JSON object. Failures raise
 `BadMagicError`, `FormatVersionError`, `ChecksumError` (with `.section`, `"header"` for the header
-CRC) or `BinaryFormatError`, and every message names the file and the section.
+CRC) or `BinaryFormatError`, and every message names the file and the section. `read` refuses
+anything but a regular file (`snnc inspect /dev/zero` fails at once) and a file larger than
+`MAX_FILE_BYTES` (4 GiB) before reading it; META JSON nested too deeply for the
+parser is a `BinaryFormatError`, not a crash.
+
+## What a valid image guarantees to the kernels
+
+Checksums only prove that a file is the one its writer wrote; a hostile or buggy writer can
+recompute them. The runtime loader (`runtime/image.py` -> `runtime/validate.py`) therefore
+checks, after the CRCs and before any table is built or any kernel runs, every rule below; a
+file that breaks one is refused with a `BinaryFormatError` naming the section or META key, the
+entry, the expected and the found value. The Numba kernels do no bounds checks of their own;
+these guarantees are what makes every index they compute land inside its array. (Tests run the
+kernels with `NUMBA_BOUNDSCHECK=1` on crafted files to check exactly that: `tests/fuzz/`.)
+
+1. **Sections.** Every kind 2-34 is present (`meta` too) and one-dimensional.
+2. **Chip spec.** `meta.spec` lists every ChipSpec field and passes the rules of `snnc --chip`
+   files (`compiler.chip.spec_from_dict`, the same function `load_spec` uses): known keys, exact
+   types (`true` is not an integer), positive finite numbers, weight widths a subset of
+   {1, 2, 4, 8}, LCN <= 6, `max_delay < axon_slots <= 256`, axons per core
+   (`xbar_rows << max_lcn`) <= 65536, `xbar_cols` a multiple of 8 and of
+   `max(widths) << max_lcn`, <= 65536, mesh <= 255 x 255, `max_chips` <= 65535, membrane <= 31
+   bits, threshold and bias <= membrane, leak <= min(membrane, 16), shift <= 5 bits,
+   `mult_bits` = 12, payload <= 8 bits, cycle costs <= 2**20. Its SHA-256 equals the header's.
+3. **META.** `board.chips` in 1..`max_chips` and `board.grid` = the compiler's grid for that
+   many chips (`ceil(sqrt(chips))` columns); `input.shape` 1-8 positive dims whose product is
+   `input.size`, `input.scale` finite > 0; `timesteps` in 1..65536; `encoding` a known
+   encoding; `layers` a non-empty list, each with a unique name, `neurons` = product of
+   `shape`, `bits` a chip width, `sources` naming the input or earlier layers (so the table is
+   in topological order), `depth` = 1 + the largest source depth (input depth 0), `cores` =
+   the cores whose `core_layer` is this layer; `output.layer` a layer, `output.neurons` its
+   size, `output.global` and `output.scale` (finite > 0) one entry per output neuron;
+   `latency` = depth(output layer) - 1; `quant`, `calibration`, `source`, `options` objects.
+4. **Cores.** At least one core, at most `max_chips * mesh_x * mesh_y`; every per-core table
+   has one entry per core; `core_neuron_base`, `core_axon_base`, `core_xbar_base` are prefix
+   tables (start 0, non-decreasing, length cores + 1); the neuron tables have
+   `core_neuron_base[-1]` entries and `xbar` has `core_xbar_base[-1]` bytes; `core_w` is a chip
+   width equal to its layer's `bits`, `core_lcn` <= `max_lcn`; neurons per core <=
+   `xbar_cols / (w << lcn)`, axons per core <= `xbar_rows << lcn`;
+   `core_xbar_rows` = min(axons, `xbar_rows`) and each core holds exactly that many packed rows;
+   `core_chip` < `board.chips`, `core_x` < `mesh_x`, `core_y` < `mesh_y`, no two cores on one
+   (chip, x, y); `core_layer` < number of layers; `core_tick_start` = its layer's depth - 1
+   (so every window [tick_start, tick_start + T) ends by tick T + latency).
+5. **Neurons.** `neu_index` < its layer's size and every (layer, index) held by exactly one
+   neuron (so `layer_neurons` is a permutation); registers in the chip's ranges: `th_pos` in
+   1..2**threshold_bits - 1, `th_neg` in 0..same, `v_reset`, `v_init` in the membrane range,
+   `bias` in the bias range, `shift` < 2**shift_bits, `neu_mode` reset mode 0-2, bits 5-7
+   zero, ADD leaks in the leak range, MULT decays in 0..4095.
+6. **Routes.** The axon count `core_axon_base[-1]` is at most the number of route entries
+   (checked before anything of that size is allocated); `neu_route_base` and `in_route_base`
+   are prefix tables over the neurons and `input.size` inputs ending at their entry counts;
+   the five arrays of each route table have equal lengths; delays are in 1..`max_delay`
+   (< `axon_slots`, so a spike never lands in the slot being read); every entry names a core of
+   the image and an axon of that core, or (neuron routes only) the host (chip 0xFFFF, core
+   (0, 0)) with an output index < `len(output.global)`; each core uses <= `route_entries`
+   entries; every axon is fed by exactly one entry (so a slot's event list never outgrows the
+   core's axon count); each delay equals depth(destination layer) - depth(source layer)
+   (input depth 0; host routes 1), and each axon's source is among its layer's META `sources`,
+   so the image computes what `compiler.reference` computes on `unmap()`.
+7. **Output.** `output.global[k]` is neuron k of the output layer, and the host routes send
+   each output neuron k to output k exactly once.
+8. **Memory.** The kernel tables, one worker's workspace (`axon_slots` x axons event lists,
+   board link counters) and one sample's buffers fit the memory budget (`SNNC_MEMORY_BUDGET`,
+   default three quarters of physical memory); each run checks its own batch, timesteps and
+   workers against it before allocating (`SimulationError`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
 import os
 import secrets
+import stat
 import struct
 import sys
 import zlib
@@ -181,7 +270,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAGIC = b"\x93SNNB\r\n\x00"
-FORMAT_VERSION = (1, 0)
+FORMAT_VERSION = (1, 1)
 
 #: magic, major, minor, section count, ChipSpec sha256 (raw), header CRC32, 12 reserved bytes.
 HEADER_FMT = "<8sHHI32sI12x"
@@ -195,6 +284,10 @@ SECTION_SIZE = struct.calcsize(SECTION_FMT)
 ALIGN = 64
 MAX_NDIM = 4
 DIGEST_SIZE = 32
+#: The largest file :func:`read` accepts (a 64-chip VGG is ~100 MB); checked before reading, and
+#: reads stop there, so a device or pipe without an end cannot exhaust memory.
+MAX_FILE_BYTES = 1 << 32
+_NOT_IMAGE_HINT = "pass a chip.bin written by `snnc compile`"
 
 DTYPES: dict[int, np.dtype] = {
     1: np.dtype("u1"), 2: np.dtype("i1"), 3: np.dtype("<u2"), 4: np.dtype("<i2"),
@@ -205,6 +298,7 @@ _CODES: dict[str, int] = {dt.str: code for code, dt in DTYPES.items()}
 
 _u8, _u16, _u32, _u64 = np.dtype("u1"), np.dtype("<u2"), np.dtype("<u4"), np.dtype("<u8")
 _i16, _i32 = np.dtype("<i2"), np.dtype("<i4")
+_i8, _i64 = np.dtype("i1"), np.dtype("<i8")
 
 SECTIONS: dict[str, tuple[int, np.dtype, str]] = {
     "meta": (1, _u8, "UTF-8 JSON object, sorted keys (see Meta below)"),
@@ -212,7 +306,7 @@ SECTIONS: dict[str, tuple[int, np.dtype, str]] = {
     "core_x": (3, _u8, "x coordinate of each core on its chip's mesh"),
     "core_y": (4, _u8, "y coordinate of each core on its chip's mesh"),
     "core_w": (5, _u8, "weight width in bits of each core's crossbar"),
-    "core_lcn": (6, _u8, "fan-in extension exponent: 2**lcn row blocks per core"),
+    "core_lcn": (6, _u8, "fan-in extension exponent 0..6: 2**lcn row blocks per core"),
     "core_layer": (7, _u16, "index into meta['layers'] of each core's layer"),
     "core_tick_start": (8, _u16, "first tick each core integrates (pipeline depth - 1)"),
     "core_neuron_base": (9, _u32, "prefix offsets of cores into neu_* (length cores+1)"),
@@ -241,6 +335,11 @@ SECTIONS: dict[str, tuple[int, np.dtype, str]] = {
     "in_rt_axon": (32, _u16, "destination axon of each input route entry"),
     "in_rt_delay": (33, _u8, "delay in ticks of each input route entry"),
     "neu_index": (34, _u32, "index of each neuron within its layer"),
+    # logical-layer descriptors (format 1.1, compiler/backend/layerdesc.py)
+    "op_table": (48, _i64, "per layer op: structure row (see Layer descriptors)"),
+    "op_weights": (49, _i8, "integers of every op: parameter id = index here"),
+    "op_index": (50, _u32, "CSR indptr + indices of sparse ops"),
+    "op_info": (51, _u8, "UTF-8 JSON list: per op its weight node and 'trained'"),
 }
 KIND_NAMES: dict[int, str] = {kind: name for name, (kind, _, _) in SECTIONS.items()}
 
@@ -420,6 +519,9 @@ def write(path: str | os.PathLike, sections: Mapping[str, np.ndarray | dict],
     """
     path = Path(path)
     data = to_bytes(sections, spec_digest)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"cannot write {path}: the folder "
+                                f"'{path.parent}' does not exist", str(path))
     tmp = None
     try:
         # os.open with 0o666 lets the umask decide the final mode, as a plain open() would
@@ -432,6 +534,9 @@ def write(path: str | os.PathLike, sections: Mapping[str, np.ndarray | dict],
                 break
             except FileExistsError:
                 tmp = None
+            except OSError as e:  # name the target, not our temporary file
+                tmp = None
+                raise OSError(e.errno, f"cannot write {path}: {e.strerror}", str(path)) from e
         else:  # pragma: no cover - 100 random 48-bit names all taken
             raise FileExistsError(f"could not create a temporary file next to {path}")
         with os.fdopen(fd, "wb") as f:
@@ -468,6 +573,8 @@ def _decode_meta(raw: bytes, src: str) -> dict:
         obj = json.loads(text, parse_constant=no_constant)
     except ValueError as e:
         raise bad(f"not valid JSON ({e})") from e
+    except RecursionError as e:
+        raise bad("JSON nested too deeply") from e
     if not isinstance(obj, dict):
         raise bad(f"expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -489,7 +596,20 @@ def read(path: str | os.PathLike) -> ChipFile:
     """
     try:
         with open(path, "rb") as f:
-            buf = f.read()
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(21, "is a directory")
+            if not stat.S_ISREG(st.st_mode):  # /dev/zero, a pipe: no size, maybe no end
+                raise BinaryFormatError(f"{os.fspath(path)}: not a regular file",
+                                        _NOT_IMAGE_HINT)
+            if st.st_size > MAX_FILE_BYTES:
+                raise BinaryFormatError(
+                    f"{os.fspath(path)}: file is {st.st_size} bytes, more than the "
+                    f"{MAX_FILE_BYTES}-byte limit of a chip.bin", _NOT_IMAGE_HINT)
+            buf = f.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows meanwhile
+        if len(buf) > MAX_FILE_BYTES:
+            raise BinaryFormatError(f"{os.fspath(path)}: more than {MAX_FILE_BYTES} bytes",
+                                    _NOT_IMAGE_HINT)
     except OSError as e:
         raise BinaryFormatError(f"{os.fspath(path)}: cannot read chip.bin ({e.strerror or e})",
                                 "check the path; create the file with `snnc compile`") from e

@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import scipy.sparse as sp
 
+from compiler.backend.layerdesc import build_ops, to_sections
 from compiler.chip import HOST_CHIP, ChipSpec
 from compiler.cliutil import jsonable
 from compiler.ir.graph import Graph
@@ -94,7 +96,8 @@ def emit(graph: Graph, spec: ChipSpec, source: dict | None = None,
                             "mode")}
     neu_index = []
     xbar, xbar_base, xbar_rows = [], [0], []
-    stacks = {n: stacked(graph.node(n)) for n in layer_names}
+    stack_of: tuple[str, sp.csc_matrix] | None = None   # one layer's CSC at a time
+    pos = None
     for c in cores:
         layer: Layer = graph.node(c.layer)
         r = layer.regs.take(c.neurons)
@@ -102,12 +105,20 @@ def emit(graph: Graph, spec: ChipSpec, source: dict | None = None,
             regs[k].append(getattr(r, k))
         regs["mode"].append(r.reset_mode | (r.neg_mode << 2) | (r.leak_mode << 3))
         neu_index.append(c.neurons)
-        m, _, _ = stacks[c.layer]
+        if stack_of is None or stack_of[0] != c.layer:
+            stack_of = (c.layer, stacked(layer)[0])
+            pos = np.full(stack_of[1].shape[0], -1, np.int64)
+        m = stack_of[1]
         offs = np.concatenate([[0], np.cumsum([mm.shape[0] for _, mm in layer.inputs])])
         rows = offs[c.axon_src] + c.axon_idx
-        # column slice on the CSC stack first (cheap), then rows of the small result
-        wmat = (m[:, c.neurons].tocsr()[rows].toarray() if c.n_axons
-                else np.zeros((0, c.n_neurons)))
+        # the core's columns of the layer's CSC, scattered straight into a dense tile
+        wmat = np.zeros((c.n_axons, c.n_neurons), np.int64)
+        if c.n_axons:
+            sub = m[:, c.neurons]
+            pos[rows] = np.arange(rows.size)
+            col = np.repeat(np.arange(c.n_neurons), np.diff(sub.indptr))
+            wmat[pos[sub.indices], col] = sub.data
+            pos[rows] = -1
         packed = pack_crossbar(wmat, c.w, c.lcn, spec)
         xbar.append(packed.reshape(-1))
         xbar_rows.append(packed.shape[0])
@@ -196,7 +207,17 @@ def emit(graph: Graph, spec: ChipSpec, source: dict | None = None,
                     if isinstance(v, (int, float, str, bool)) or v is None},
     }
     sec["meta"] = jsonable(meta)
+    sec.update(layer_descriptors(graph))
     return sec
+
+
+def layer_descriptors(graph: Graph) -> dict:
+    """The logical-layer descriptor sections (op_*; compiler/backend/layerdesc.py)."""
+    layers = [(li, n, graph.node(n).shape, list(graph.node(n).inputs))
+              for li, n in enumerate(graph.layers)]
+    inp = graph.input_name
+    ops = build_ops(layers, inp, graph.node(inp).input_type, graph.attrs.get("operators") or {})
+    return to_sections(ops)
 
 
 def file_sha256(path) -> str:

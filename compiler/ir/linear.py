@@ -119,27 +119,50 @@ def channels(shape: tuple[int, ...]) -> np.ndarray:
     return np.arange(n)
 
 
-def _conv_coo(w: np.ndarray, s: tuple[int, ...], stride, padding, dilation, groups, out):
+def conv_matrix(w: np.ndarray, s: tuple[int, ...], stride, padding, dilation, groups,
+                out) -> sp.csr_matrix:
+    """The unrolled convolution as CSR [C*H*W, C_out*H_out*W_out] (zero weights dropped).
+
+    Built as the CSR of its transpose (one row per output neuron) with the entries generated
+    directly in sorted order, (o_c, oh, ow) then (in_c, a, b), which is increasing input index:
+    no COO intermediate, no sort, one transpose conversion. Distinct kernel offsets reach
+    distinct input pixels, so there are no duplicates.
+    """
     co, cig, kh, kw = w.shape
     c, h, wd = s
     _, ho, wo = out
     cog = co // groups
-    o_c, i_c, k_h, k_w = np.meshgrid(np.arange(co), np.arange(cig), np.arange(kh), np.arange(kw),
-                                     indexing="ij")
-    vals = w[o_c, i_c, k_h, k_w].reshape(-1)
-    o_c, i_c, k_h, k_w = (a.reshape(-1) for a in (o_c, i_c, k_h, k_w))
-    keep = vals != 0
-    o_c, i_c, k_h, k_w, vals = o_c[keep], i_c[keep], k_h[keep], k_w[keep], vals[keep]
-    in_c = (o_c // cog) * cig + i_c
-    oh, ow = np.meshgrid(np.arange(ho), np.arange(wo), indexing="ij")
-    oh, ow = oh.reshape(-1), ow.reshape(-1)
-    ih = oh[None, :] * stride[0] - padding[0] + k_h[:, None] * dilation[0]
-    iw = ow[None, :] * stride[1] - padding[1] + k_w[:, None] * dilation[1]
-    valid = (ih >= 0) & (ih < h) & (iw >= 0) & (iw < wd)
-    rows = (in_c[:, None] * h + ih) * wd + iw
-    cols = (o_c[:, None] * ho + oh[None, :]) * wo + ow[None, :]
-    data = np.broadcast_to(vals[:, None], rows.shape)
-    return rows[valid], cols[valid], data[valid], (c * h * wd, co * ho * wo)
+    n_in, n_out = c * h * wd, co * ho * wo
+    it = np.int32 if max(n_in, n_out) < 2**31 else np.int64
+    ih = (np.arange(ho)[:, None] * stride[0] - padding[0]
+          + np.arange(kh)[None, :] * dilation[0]).astype(it)            # [ho, kh]
+    iw = (np.arange(wo)[:, None] * stride[1] - padding[1]
+          + np.arange(kw)[None, :] * dilation[1]).astype(it)            # [wo, kw]
+    in_c = ((np.arange(co)[:, None] // cog) * cig + np.arange(cig)[None, :]).astype(it)
+    okh, okw = (ih >= 0) & (ih < h), (iw >= 0) & (iw < wd)
+    ihc, iwc = np.clip(ih, 0, h - 1), np.clip(iw, 0, wd - 1)
+    # 6-D grid [co, ho, wo, cig, kh, kw], a few output channels at a time (bounded temporaries)
+    step = max(1, (1 << 23) // max(1, ho * wo * cig * kh * kw))
+    rows_l, data_l, counts_l = [], [], []
+    for o0 in range(0, co, step):
+        sl = slice(o0, min(co, o0 + step))
+        valid = (okh[None, :, None, None, :, None] & okw[None, None, :, None, None, :]
+                 & (w[sl] != 0)[:, None, None, :, :, :])
+        rows_l.append((in_c[sl, None, None, :, None, None] * (h * wd)
+                       + ihc[None, :, None, None, :, None] * wd
+                       + iwc[None, None, :, None, None, :])[valid])
+        data_l.append(np.broadcast_to(np.asarray(w[sl], np.float64)[:, None, None, :, :, :],
+                                      valid.shape)[valid])
+        counts_l.append(valid.reshape(valid.shape[0] * ho * wo, -1).sum(axis=1))
+        del valid
+    rows, data, counts = (np.concatenate(a) for a in (rows_l, data_l, counts_l))
+    del rows_l, data_l
+    indptr = np.zeros(n_out + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    mt = sp.csr_matrix((data, rows, indptr.astype(it) if indptr[-1] < 2**31 else indptr),
+                       shape=(n_out, n_in))
+    mt.has_sorted_indices = True
+    return mt.T.tocsr()
 
 
 def op_matrix(node, in_shape: tuple[int, ...], shape: tuple[int, ...]):
@@ -149,20 +172,15 @@ def op_matrix(node, in_shape: tuple[int, ...], shape: tuple[int, ...]):
         m = sp.csr_matrix(np.asarray(node.weight).T)
         return m, (np.asarray(node.bias, dtype=np.float64) if isinstance(node, Affine) else None)
     if isinstance(node, Conv2d):
-        r, c, d, shp = _conv_coo(np.asarray(node.weight), in_shape, node.stride, node.padding,
-                                 node.dilation, node.groups, shape)
-        m = sp.csr_matrix((d, (r, c)), shape=shp)
-        m.sum_duplicates()
+        m = conv_matrix(np.asarray(node.weight), in_shape, node.stride, node.padding,
+                        node.dilation, node.groups, shape)
         return m, np.repeat(np.asarray(node.bias, dtype=np.float64), n_out // shape[0])
     if isinstance(node, AvgPool2d):
         c = in_shape[0]
         k = np.ones((c, 1) + tuple(node.kernel_size))
-        r, cc, d, shp = _conv_coo(k, in_shape, node.stride, node.padding, (1, 1), c, shape)
         if not isinstance(node, SumPool2d):
-            d = d / float(node.kernel_size[0] * node.kernel_size[1])
-        m = sp.csr_matrix((d, (r, cc)), shape=shp)
-        m.sum_duplicates()
-        return m, None
+            k = k / float(node.kernel_size[0] * node.kernel_size[1])
+        return conv_matrix(k, in_shape, node.stride, node.padding, (1, 1), c, shape), None
     if isinstance(node, Flatten) or isinstance(node, Output):
         return None, None
     if isinstance(node, BatchNorm):
@@ -175,6 +193,10 @@ def op_matrix(node, in_shape: tuple[int, ...], shape: tuple[int, ...]):
         return sp.diags(broadcast(node.scale, shape, "Scale")).tocsr(), None
     assert n_in == n_out
     raise IRVerificationError("lowering", node.kind, f"{node.kind} is not a synapse operator")
+
+
+def _eye(m, n: int):
+    return sp.identity(n, format="csr", dtype=np.float64) if m is None else m
 
 
 def compose(graph: Graph, target: str, shapes: dict[str, tuple[int, ...]] | None = None,
@@ -194,13 +216,14 @@ def compose(graph: Graph, target: str, shapes: dict[str, tuple[int, ...]] | None
         node = graph.node(name)
         n = int(np.prod(shapes[name]))
         if isinstance(node, populations):
-            res = ({name: sp.identity(n, format="csr", dtype=np.float64)}, np.zeros(n))
+            res = ({name: None}, np.zeros(n))      # None: the identity (not materialised)
         elif isinstance(node, Add):
             terms: dict[str, sp.csr_matrix] = {}
             bias = np.zeros(n)
             for src in graph.inputs(name):
                 t, b = expr(src)
                 for k, m in t.items():
+                    m = _eye(m, n)
                     terms[k] = (terms[k] + m).tocsr() if k in terms else m
                 bias = bias + b
             res = (terms, bias)
@@ -211,7 +234,7 @@ def compose(graph: Graph, target: str, shapes: dict[str, tuple[int, ...]] | None
             if m is None:
                 res = (t, b)
             else:
-                res = ({k: (v @ m).tocsr() for k, v in t.items()},
+                res = ({k: m.tocsr() if v is None else (v @ m).tocsr() for k, v in t.items()},
                        np.asarray(m.T @ b).reshape(-1) + (0.0 if ob is None else ob))
         memo[name] = res
         return res
@@ -221,8 +244,81 @@ def compose(graph: Graph, target: str, shapes: dict[str, tuple[int, ...]] | None
     order = {n: i for i, n in enumerate(graph.topo_order())}
     out = []
     for k in sorted(terms, key=order.__getitem__):
-        m = terms[k].tocsr()
+        m = _eye(terms[k], int(np.prod(shapes[k]))).tocsr()
         m.eliminate_zeros()
         m.sort_indices()
         out.append((k, m))
     return out, bias
+
+
+def chain_structure(graph: Graph, target: str, shapes: dict[str, tuple[int, ...]] | None = None,
+                    populations: tuple = (Input, IF)) -> dict[str, dict | None]:
+    """The operator structure of each source's path into ``target`` (chip.bin layer descriptors).
+
+    For every source population that :func:`compose` finds, a dict describing the single path
+    from it to ``target`` when that path is ``SumPool/AvgPool(k == stride, no padding)* ->
+    Flatten* -> [Conv2d | Affine | Linear] -> (BatchNorm | Scale | Flatten)*`` (the pools
+    compose into one sum-pool factor; AvgPool's 1/k^2 lives in the scale), else ``None`` (the
+    backend then describes that input by its matrix alone). Keys: ``op`` ('conv', 'dense' or
+    'pool'), ``node`` (the weight node's name), ``pool`` [ph, pw], ``in_shape`` (the source
+    shape), and for convolutions ``kernel``, ``stride``, ``padding``, ``dilation``, ``groups``,
+    ``out_channels``. Only structure: the integers come from the quantized matrix in the
+    backend, which checks that the structure reproduces it exactly.
+    """
+    shapes = shapes or infer_shapes(graph)
+    paths: dict[str, list] = {}
+    bad: set[str] = set()
+
+    def walk(name: str, ops: list) -> None:
+        node = graph.node(name)
+        if isinstance(node, populations):
+            if name in paths:
+                bad.add(name)           # two paths from one source: the matrix is their sum
+            paths[name] = list(reversed(ops))
+            return
+        if isinstance(node, Add):
+            for src in graph.inputs(name):
+                walk(src, ops + [("add", name)])
+            return
+        (src,) = graph.inputs(name)
+        walk(src, ops + [(name, node)])
+
+    (first,) = graph.inputs(target)
+    walk(first, [])
+    out: dict[str, dict | None] = {}
+    for src, ops in paths.items():
+        out[src] = None if src in bad else _describe_path(ops, shapes, src)
+    return out
+
+
+def _describe_path(ops: list, shapes: dict, src: str) -> dict | None:
+    pool = [1, 1]
+    i = 0
+    ops = [o for o in ops if o[0] != "add"]
+    while i < len(ops) and isinstance(ops[i][1], AvgPool2d):
+        nd = ops[i][1]
+        if tuple(nd.kernel_size) != tuple(nd.stride) or any(nd.padding):
+            return None
+        pool = [pool[0] * nd.kernel_size[0], pool[1] * nd.kernel_size[1]]
+        i += 1
+    while i < len(ops) and isinstance(ops[i][1], Flatten):
+        i += 1
+    rest = ops[i + 1:]
+    if any(not isinstance(nd, (BatchNorm, Scale, Flatten)) for _, nd in rest):
+        return None
+    d = {"pool": pool, "in_shape": list(shapes[src])}
+    if i == len(ops):
+        if pool == [1, 1] or len(shapes[src]) != 3:
+            return None
+        return dict(d, op="pool", node=None)
+    name, nd = ops[i]
+    if isinstance(nd, Conv2d):
+        if len(shapes[src]) != 3:
+            return None
+        return dict(d, op="conv", node=name, kernel=list(nd.weight.shape[2:]),
+                    stride=list(nd.stride), padding=list(nd.padding),
+                    dilation=list(nd.dilation), groups=int(nd.groups),
+                    out_channels=int(nd.weight.shape[0]))
+    if isinstance(nd, (Affine, Linear)):
+        return dict(d, op="dense", node=name)
+    return None

@@ -6,6 +6,8 @@ manager adds which pass produced the graph.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from compiler.chip import PICORE64, ChipSpec
@@ -51,6 +53,7 @@ def verify(graph: Graph, stage: str, spec: ChipSpec = PICORE64) -> None:
         for name, node in graph.items():
             if not isinstance(node, (Input, Output) + NEURON_TYPES + SYNAPSE_TYPES):
                 fail(name, f"node type {node.kind} is not allowed before lowering")
+            _verify_finite(name, node, fail)
             if isinstance(node, NEURON_TYPES):
                 if node.reset_mode not in ("soft", "hard", "none"):
                     fail(name, f"reset_mode '{node.reset_mode}' not in soft/hard/none")
@@ -99,6 +102,35 @@ def verify(graph: Graph, stage: str, spec: ChipSpec = PICORE64) -> None:
         _verify_cores(graph, spec, fail, placed=k >= stage_index("placed"))
     if k >= stage_index("routed"):
         _verify_routes(graph, spec, fail, sizes)
+
+
+def _verify_finite(name: str, node, fail) -> None:
+    """Every numeric parameter of ``node`` (weights, biases, thresholds, BN statistics, ...)
+    is finite (a threshold may be +inf: a readout that never fires). A NaN threshold would
+    compile into a layer that never fires, a NaN weight into numpy warnings and an
+    out-of-range register far from its cause."""
+    for f in dataclasses.fields(node):
+        v = getattr(node, f.name)
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            continue
+        if isinstance(v, (int, float, np.number)):
+            arr = np.asarray(v)
+        elif isinstance(v, np.ndarray):
+            arr = v
+        else:
+            continue
+        if arr.dtype.kind not in "fc":
+            if arr.dtype.kind not in "iub":
+                fail(name, f"tensor '{f.name}' has dtype {arr.dtype}, expected numbers")
+            continue
+        bad = ~np.isfinite(arr)
+        if f.name == "v_threshold":  # +inf: a readout that integrates and never fires (NIR LI)
+            bad &= ~np.isposinf(arr)
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0]) if arr.ndim else ()
+            fail(name, f"tensor '{f.name}' holds {int(bad.sum())} NaN/Inf value(s) of "
+                       f"{arr.size} (first at index {list(at)}: {arr[at] if at else arr[()]})",
+                 "the model's parameters must be finite; check the training run or file")
 
 
 def _verify_regs(name, layer: Layer, spec: ChipSpec, fail) -> None:

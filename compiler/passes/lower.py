@@ -21,8 +21,8 @@ import numpy as np
 
 from compiler.chip import ChipSpec
 from compiler.ir.graph import Graph
-from compiler.ir.linear import broadcast, channels, compose, infer_shapes
-from compiler.ir.nodes import IF, LIF, NEURON_TYPES, Input, Layer, Output
+from compiler.ir.linear import broadcast, chain_structure, channels, compose, infer_shapes
+from compiler.ir.nodes import IF, LIF, NEURON_TYPES, AvgPool2d, Input, Layer, Output
 
 INPUT_SCALE = 255.0
 
@@ -39,6 +39,29 @@ def _flat_neuron(node: IF, shape, where: str) -> IF:
     return IF(**kw)
 
 
+def composed_pools(graph: Graph, target: str) -> list[dict]:
+    """AvgPool/SumPool nodes on the synapse chain in front of ``target`` (they become part of
+    its matrix), with the factor by which each multiplies the fan-in (its kernel area: every
+    pooled input becomes kh*kw inputs; exact for non-overlapping pools, an upper bound for
+    overlapping ones): the capacity errors of partition name them."""
+    found, stack, seen = [], list(graph.inputs(target)), set()
+    while stack:
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        node = graph.node(n)
+        if isinstance(node, (Input,) + NEURON_TYPES):
+            continue
+        if isinstance(node, AvgPool2d):
+            kh, kw = node.kernel_size
+            sh, sw = node.stride
+            found.append({"pool": n, "kernel": [kh, kw], "stride": [sh, sw],
+                          "factor": kh * kw, "overlapping": sh < kh or sw < kw})
+        stack.extend(graph.inputs(n))
+    return found
+
+
 def lower(graph: Graph, spec: ChipSpec | None = None, input_scale: float = INPUT_SCALE,
           **_) -> Graph:
     shapes = infer_shapes(graph)
@@ -53,8 +76,11 @@ def lower(graph: Graph, spec: ChipSpec | None = None, input_scale: float = INPUT
     if not isinstance(graph.node(osrc), NEURON_TYPES):
         readout = osrc
     targets = populations + ([oname] if readout else [])
+    pools: dict[str, list[dict]] = {}
+    structure: dict[str, dict] = {}     # layer -> source -> operator structure (chip.bin ops)
     for name in targets:
         terms, bias = compose(graph, name, shapes)
+        structure[readout if name == oname else name] = chain_structure(graph, name, shapes)
         inputs = []
         for src, m in terms:
             if src == inp:
@@ -72,8 +98,13 @@ def lower(graph: Graph, spec: ChipSpec | None = None, input_scale: float = INPUT
             lname = name
         layer = Layer(shape=shape, inputs=tuple(inputs), bias=bias, neuron=neuron,
                       channel=channels(shape))
+        found = composed_pools(graph, name)
+        if found:
+            pools[lname] = found
         out.add(lname, layer, [s for s, _ in inputs])
     out.add(oname, Output(output_type=shapes[osrc]), [readout or osrc])
+    out.attrs["composed_pools"] = pools
+    out.attrs["operators"] = structure
     out.attrs["stage"] = "lowered"
     return out
 

@@ -69,10 +69,14 @@ def traffic_matrix(graph: Graph, cores: list[Core]) -> np.ndarray:
     return t
 
 
-def place(graph: Graph, spec: ChipSpec, chips: int = 1, seed: int = 0, effort: float = 1.0,
-          **_) -> Graph:
+def place(graph: Graph, spec: ChipSpec, chips: int | str = 1, seed: int = 0,
+          effort: float = 1.0, **_) -> Graph:
+    """``chips='auto'``: the smallest board that holds the cores (ceil(cores / 64))."""
     cores: list[Core] = graph.attrs["cores"]
     n = len(cores)
+    if chips == "auto":
+        chips = min(max(1, math.ceil(n / spec.cores_per_chip)), spec.max_chips)
+    chips = int(chips)
     cap = chips * spec.cores_per_chip
     if chips < 1 or chips > spec.max_chips:
         raise CapacityError(f"--chips {chips} outside 1..{spec.max_chips}", "chips", chips,

@@ -39,16 +39,20 @@ def _groups(layer: Layer, per_channel: bool) -> np.ndarray:
 
 
 def _group_max(layer: Layer, gid: np.ndarray, ng: int, clip: str) -> np.ndarray:
-    if layer.inputs:
-        cols = np.concatenate([m.indices for _, m in layer.inputs])
-        vals = np.abs(np.concatenate([m.data for _, m in layer.inputs]))
+    mats = [m for _, m in layer.inputs]
+    if clip == "max" and ng == 1:    # per layer: one max, no gather or scatter
+        return np.array([max((float(np.abs(m.data).max(initial=0.0)) for m in mats),
+                             default=0.0)])
+    if mats:
+        cols = np.concatenate([m.indices for m in mats])
+        vals = np.abs(np.concatenate([m.data for m in mats]))
     else:
         cols, vals = np.empty(0, int), np.empty(0)
-    g = gid[cols]
     if clip == "max":
         mx = np.zeros(ng)
-        np.maximum.at(mx, g, vals)
+        np.maximum.at(mx, gid[cols], vals)
         return mx
+    g = gid[cols]
     if not clip.startswith("p"):
         raise QuantizationError(f"unknown clipping rule '{clip}'", "use 'max' or e.g. 'p99.9'")
     try:
@@ -96,17 +100,33 @@ def quantize_layer(layer: Layer, bits: int, spec: ChipSpec, per_channel: bool, c
     np.maximum.at(fg, gid, fl)
     s_g = np.maximum(s_g, fg * (1 + 1e-9))
     s = s_g[gid]
+    uniform = bool(np.all(s_g == s_g[0])) if s_g.size else True
     mats, sig, err, n_clip, n_zero, nnz = [], 0.0, 0.0, 0, 0, 0
     for src, w in layer.inputs:
-        d = w.data / s[w.indices]
-        q = np.clip(np.rint(d), qmin, qmax)
-        n_clip += int(np.sum((d > qmax + 0.5) | (d < qmin - 0.5)))
-        n_zero += int(np.sum(q == 0))
-        nnz += d.size
-        sig += float(np.sum(w.data ** 2))
-        err += float(np.sum((w.data - q * s[w.indices]) ** 2))
-        qi = sp.csr_matrix((q.astype(np.int8), w.indices.copy(), w.indptr.copy()), shape=w.shape)
-        qi.eliminate_zeros()
+        # one scale for the whole layer: divide by a scalar instead of gathering per entry
+        sc = s_g[0] if uniform and s_g.size else s[w.indices]
+        d = w.data / sc
+        n_clip += int(np.count_nonzero(d > qmax + 0.5) + np.count_nonzero(d < qmin - 0.5))
+        q = np.rint(d, out=d)
+        np.clip(q, qmin, qmax, out=q)
+        nz = q != 0
+        zeros = int(q.size - np.count_nonzero(nz))
+        n_zero += zeros
+        nnz += q.size
+        sig += float(np.dot(w.data, w.data))
+        e = q * sc
+        e -= w.data
+        err += float(np.dot(e, e))
+        del e
+        if zeros:
+            kept = np.zeros(q.size + 1, np.int64)
+            np.cumsum(nz, out=kept[1:])
+            indptr = kept[w.indptr].astype(w.indptr.dtype)
+            del kept
+            qi = sp.csr_matrix((q[nz].astype(np.int8), w.indices[nz], indptr), shape=w.shape)
+        else:   # nothing to drop: share the (read-only) index arrays with the float matrix
+            qi = sp.csr_matrix((q.astype(np.int8), w.indices, w.indptr), shape=w.shape)
+        qi.has_sorted_indices = w.has_sorted_indices
         mats.append((src, qi))
     sqnr = 10 * np.log10(sig / err) if err > 0 else float("inf")
     stats = dict(bits=bits, sqnr_db=float(sqnr), clipped=n_clip / max(nnz, 1),

@@ -51,8 +51,10 @@ def route(graph: Graph, spec: ChipSpec, **_) -> Graph:
                              np.full(sel.size, delay)))
     out_layer = graph.output_layer
     n_out = sizes[out_layer]
-    per[out_layer].append((np.arange(n_out), np.full(n_out, -1), np.arange(n_out),
-                           np.ones(n_out, np.int64)))
+    # host entries first: with the cores' entries appended in (core, axon) order, a stable
+    # sort by element gives the (element, core, axon) order without a 3-key lexsort
+    per[out_layer].insert(0, (np.arange(n_out), np.full(n_out, -1), np.arange(n_out),
+                              np.ones(n_out, np.int64)))
     pops = {}
     for p, parts in per.items():
         if parts:
@@ -62,7 +64,7 @@ def route(graph: Graph, spec: ChipSpec, **_) -> Graph:
             dly = np.concatenate([x[3] for x in parts])
         else:
             elem = core = axon = dly = np.empty(0, np.int64)
-        order = np.lexsort((axon, core, elem))
+        order = np.argsort(elem, kind="stable")
         counts = np.bincount(elem, minlength=sizes[p])
         pops[p] = PopRoutes(indptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
                             core=core[order].astype(np.int64), axon=axon[order].astype(np.int64),

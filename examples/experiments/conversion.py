@@ -146,8 +146,16 @@ def _report(a, results, Ts, seconds) -> None:
         + (" --quick" if a.quick else "") + "`",
         f"![conversion](conversion.{a.format})",
     ]
+    md = a.out / "conversion.md"
+    old = md.read_text() if md.exists() else ""
+    keep = ""          # the phase II section written by conversion_phase2.py survives a rerun
+    if "<!-- phase2:begin -->" in old and "<!-- phase2:end -->" in old:
+        keep = old[old.index("<!-- phase2:begin -->"):old.index("<!-- phase2:end -->")
+                   + len("<!-- phase2:end -->")]
     C.write_doc(a.out, "conversion", "ANN -> SNN conversion: latency vs accuracy", sections,
                 {"setup": setup, "results": results})
+    if keep:
+        md.write_text(md.read_text().rstrip("\n") + "\n\n" + keep + "\n")
     import figures
     figures.conversion(json.loads((a.out / "conversion.json").read_text()), a.out, a.format)
 

@@ -21,41 +21,54 @@ def _caption(data: dict, extra: str = "") -> str:
 def mismatch(data: dict, out: Path, fmt: str = "png") -> str:
     """Mean chip accuracy vs mismatch per method (lines) and, when the JSON holds per-instance
     accuracies, their distribution per method and level (box + points) in small multiples."""
-    res = data["results"]
-    per_instance = all("accuracies" in row for r in res.values() for row in r["rows"])
+    raw = data["results"]
+    # one row of panels per mismatch granularity ('rows': runs before granularities existed)
+    by_g: dict = {}
+    for name, r in raw.items():
+        for g, rows in (r.get("granularity") or {"cell": r["rows"]}).items():
+            by_g.setdefault(g, {})[name] = {"clean": r["clean"], "rows": rows}
+    grans = list(by_g)
+    per_instance = all("accuracies" in row for res in by_g.values() for r in res.values()
+                       for row in r["rows"])
     plt = F.plt()
+    res = by_g[grans[0]]
     n = len(res)
     cols = 3
-    rws = ((n + cols - 1) // cols if per_instance else 0) + 1
-    fig = plt.figure(figsize=(11, 4.2 + 3.0 * (rws - 1)))
-    gs = fig.add_gridspec(rws, 2)
-    ax_m, ax_w = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
+    extra_rows = ((n + cols - 1) // cols) * len(grans) if per_instance else 0
+    fig = plt.figure(figsize=(11, 4.0 * len(grans) + 3.0 * extra_rows))
+    gs = fig.add_gridspec(len(grans) + extra_rows, 2)
     n_inst = next(iter(res.values()))["rows"][0]["n"]
-    for i, (name, r) in enumerate(res.items()):
-        lv = [0.0] + [row["level"] for row in r["rows"]]
-        mean = np.array([r["clean"]] + [row["mean"] for row in r["rows"]]) * 100
-        mn = np.array([r["clean"]] + [row["min"] for row in r["rows"]]) * 100
-        ax_m.plot(lv, mean, label=name, **F.style(i))
-        ax_w.plot(lv, mn, label=name, **F.style(i))
-    for ax, what in ((ax_m, f"mean over {n_inst} chip instances"),
-                     (ax_w, f"worst of {n_inst} chip instances")):
-        ax.set_xlabel("relative weight mismatch zeta (w -> w(1 + zeta N))")
-        F.accuracy_axis(ax, CHANCE, "chip test accuracy (%)")
-        ax.set_title(what, fontsize=10)
-    F.legend_outside(ax_w)
+    for gi, g in enumerate(grans):
+        ax_m, ax_w = fig.add_subplot(gs[gi, 0]), fig.add_subplot(gs[gi, 1])
+        for i, (name, r) in enumerate(by_g[g].items()):
+            lv = [0.0] + [row["level"] for row in r["rows"]]
+            mean = np.array([r["clean"]] + [row["mean"] for row in r["rows"]]) * 100
+            mn = np.array([r["clean"]] + [row["min"] for row in r["rows"]]) * 100
+            ax_m.plot(lv, mean, label=name, **F.style(i))
+            ax_w.plot(lv, mn, label=name, **F.style(i))
+        for ax, what in ((ax_m, f"mean over {n_inst} chip instances"),
+                         (ax_w, f"worst of {n_inst} chip instances")):
+            ax.set_xlabel("relative mismatch zeta (w -> w(1 + zeta N))")
+            F.accuracy_axis(ax, CHANCE, "chip test accuracy (%)")
+            ax.set_title(f"{what}, per-{g} mismatch" if len(grans) > 1 else what, fontsize=10)
+        F.legend_outside(ax_w)
     fig.suptitle("Chip accuracy under weight mismatch, per training method", fontsize=11)
     if per_instance:
-        gs2 = gs[1:, :].subgridspec(rws - 1, cols)
-        for k, (name, r) in enumerate(res.items()):
-            a2 = fig.add_subplot(gs2[k // cols, k % cols])
-            pos = np.arange(len(r["rows"]), dtype=float)
-            F.distribution(a2, pos, [row["accuracies"] for row in r["rows"]],
-                           color=F.style(k)["color"])
-            a2.axhline(100 * r["clean"], color="#2ca02c", ls="-.", lw=1)
-            a2.set_xticks(pos, [f"{row['level']:g}" for row in r["rows"]])
-            F.accuracy_axis(a2, CHANCE, "accuracy (%)" if k % cols == 0 else "")
-            a2.set_title(f"{name}: every chip instance", fontsize=9)
-            a2.set_xlabel("zeta")
+        gs2 = gs[len(grans):, :].subgridspec(extra_rows, cols)
+        k0 = 0
+        for g in grans:
+            for k, (name, r) in enumerate(by_g[g].items()):
+                a2 = fig.add_subplot(gs2[(k0 + k) // cols, (k0 + k) % cols])
+                pos = np.arange(len(r["rows"]), dtype=float)
+                F.distribution(a2, pos, [row["accuracies"] for row in r["rows"]],
+                               color=F.style(k)["color"])
+                a2.axhline(100 * r["clean"], color="#2ca02c", ls="-.", lw=1)
+                a2.set_xticks(pos, [f"{row['level']:g}" for row in r["rows"]])
+                F.accuracy_axis(a2, CHANCE, "accuracy (%)" if (k0 + k) % cols == 0 else "")
+                a2.set_title(f"{name}" + (f" (per {g})" if len(grans) > 1 else "")
+                             + ": every chip instance", fontsize=9)
+                a2.set_xlabel("zeta")
+            k0 += ((len(by_g[g]) + cols - 1) // cols) * cols
     extra = "" if per_instance else (
         "Per-instance accuracies were not stored in this run's JSON: the spread is in "
         "mismatch.md (std); rerun the script for box plots per level.")

@@ -17,9 +17,18 @@ gradients still land on the float masters.
                                        theta + gamma (theta* - theta)
     InputAdversarial('fgsm'|'pgd')     adversarial *input* training (torchattacks conventions)
 
-Which parameters are perturbed: ``include='weights'`` (default: Conv2d/Linear weights and
-biases, i.e. what the chip's mismatch acts on) or ``'all'`` (every trainable tensor except
-normalization layers, the Buechel code's choice).
+Which parameters are perturbed: ``include=None`` (default) is ``compiler.params.DEFAULT_PARAMS``
+(weights and biases), the ONE definition that ``snnrun --mismatch`` / ``--worst-case`` /
+``--certify`` also default to, so "train robust to X, evaluate under X" holds by construction;
+any comma list or sequence of the kinds 'weights' (Conv/Linear weight), 'bias' (Conv/Linear
+bias), 'threshold' (IF/LIF ``v_threshold``) and 'leak' (LIF ``beta``) selects the same set as
+``--mismatch-params`` does on the chip (neuron constants are perturbed even when they are fixed
+buffers, as the chip's registers are); ``'all'`` is every trainable tensor except normalization
+layers (the Buechel code's choice). Training noise is drawn per element of the trained tensors:
+the chip's ``--mismatch-granularity parameter``.
+
+Reference defaults: :func:`from_preset` builds an objective with one reference's values
+(``compiler.params.TRAINING_PRESETS``; e.g. Büchel's AWP uses 10 inner steps, ours 3).
 """
 
 from __future__ import annotations
@@ -31,6 +40,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from compiler.params import TRAINING_PRESETS, ParamsError, parse_params, torch_kind
+from frontends.native.layers import NEURON_MODULES
+
+_SYNAPSES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 @dataclass
@@ -44,20 +58,49 @@ class StepContext:
     loss_fn: Callable                        # (scores, y) -> scalar
 
 
-def perturbable(model: nn.Module, include: str = "weights") -> list[tuple[str, nn.Parameter]]:
-    """The (name, parameter) pairs weight perturbations act on."""
-    if include not in ("weights", "all"):
-        raise ValueError(f"include must be 'weights' or 'all', got {include!r}")
+def perturbable(model: nn.Module, include=None) -> list[tuple[str, torch.Tensor]]:
+    """The (name, tensor) pairs weight perturbations act on (see the module docstring):
+    ``include`` None (``compiler.params.DEFAULT_PARAMS``), kinds ('weights,bias', ['weights',
+    'threshold'], ...) or 'all'. Tensors are parameters, or buffers for fixed neuron constants."""
     out = []
+    if include == "all":
+        for mname, m in model.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) or type(m).__name__ == "ShiftBN":
+                continue
+            for pname, p in m.named_parameters(recurse=False):
+                if p.requires_grad and p.is_floating_point():
+                    out.append((f"{mname}.{pname}" if mname else pname, p))
+        return out
+    try:
+        kinds = parse_params(include, "include")
+    except ParamsError as e:
+        raise ValueError(f"{e.message} (or 'all')") from e
     for mname, m in model.named_modules():
-        if include == "weights" and not isinstance(m, (nn.Conv2d, nn.Linear)):
+        role = "synapse" if isinstance(m, _SYNAPSES) else \
+            "neuron" if isinstance(m, NEURON_MODULES) else None
+        if role is None:
             continue
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) or type(m).__name__ == "ShiftBN":
-            continue
-        for pname, p in m.named_parameters(recurse=False):
-            if p.requires_grad and p.is_floating_point():
-                out.append((f"{mname}.{pname}" if mname else pname, p))
+        tensors = list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False))
+        for tname, t in tensors:
+            if t is None or torch_kind(role, tname) not in kinds or not t.is_floating_point():
+                continue
+            if isinstance(t, nn.Parameter) and not t.requires_grad:
+                continue
+            out.append((f"{mname}.{tname}" if mname else tname, t))
     return out
+
+
+@contextlib.contextmanager
+def _differentiable(tensors: list[torch.Tensor]):
+    """Let autograd differentiate w.r.t. buffers (fixed neuron constants) for a while."""
+    flip = [t for t in tensors if not isinstance(t, nn.Parameter) and not t.requires_grad]
+    try:
+        for t in flip:
+            t.requires_grad_(True)
+        yield
+    finally:
+        for t in flip:
+            t.requires_grad_(False)
 
 
 @contextlib.contextmanager
@@ -115,7 +158,7 @@ class ForwardNoise:
 
     name = "forward-noise"
 
-    def __init__(self, eta: float = 0.3, mode: str = "relative", include: str = "weights"):
+    def __init__(self, eta: float = 0.3, mode: str = "relative", include=None):
         if mode not in ("relative", "range"):
             raise ValueError(f"mode must be 'relative' or 'range', got {mode!r}")
         self.eta, self.mode, self.include = float(eta), mode, include
@@ -150,8 +193,10 @@ class AdversarialWeights:
     theta~ = theta, or theta + forward noise when ``eta`` is set ("Forward + Beta").
     Gradient: via f(theta) and via theta*(theta) with the diagonal Jacobian
     ``1 + sign(theta) (init_rel N1 + zeta/steps sum_t sign(g_t))`` (the released torch port);
-    ``treat_as_constant=True`` drops the theta* path. ``p_norm='2'`` steps along g/||g||_2
-    per tensor instead of sign(g).
+    exact for ``p_norm='inf'`` (sign steps have zero derivative a.e.; equal to Büchel's JAX
+    differentiation through theta*), an approximation for ``p_norm='2'`` (the dependence of
+    g/||g|| on theta is dropped); ``treat_as_constant=True`` drops the theta* path.
+    ``p_norm='2'`` steps along g/||g||_2 per tensor instead of sign(g).
     """
 
     name = "adversarial-weights"
@@ -159,7 +204,7 @@ class AdversarialWeights:
     def __init__(self, zeta: float = 0.1, beta: float = 0.25, steps: int = 10,
                  init_rel: float = 1e-3, init_const: float = 0.0, zeta_const: float = 0.0,
                  loss: str = "kl", p_norm: str = "inf", eta: float | None = None,
-                 treat_as_constant: bool = False, include: str = "weights"):
+                 treat_as_constant: bool = False, include=None):
         if p_norm not in ("inf", "2"):
             raise ValueError(f"p_norm must be 'inf' or '2', got {p_norm!r}")
         if loss not in ROBUST_LOSSES:
@@ -183,7 +228,7 @@ class AdversarialWeights:
         signs = [torch.zeros_like(t) for t in theta]
         loss_of = loss_of or (lambda s: robustness_loss(self.loss, clean, s))
         for _ in range(self.steps):
-            with weights_at(params, star):
+            with weights_at(params, star), _differentiable(params):
                 adv = ctx.forward(ctx.x)
                 lr = loss_of(adv)
                 grads = torch.autograd.grad(lr, params, allow_unused=True)
@@ -210,7 +255,7 @@ class AdversarialWeights:
             clean0 = ctx.forward(ctx.x)
         star, jac, _ = self.attack(ctx, params, clean0)
         # theta* path: beta * d L_rob / d theta* (times the Jacobian diagonal)
-        with weights_at(params, star):
+        with weights_at(params, star), _differentiable(params):
             adv = ctx.forward(ctx.x)
             lrob_star = self.beta * robustness_loss(self.loss, clean0, adv)
             g_star = torch.autograd.grad(lrob_star, params, allow_unused=True)
@@ -234,7 +279,7 @@ class AdversarialWeights:
             total = l_nat.detach() + l_p.detach()
         if not self.treat_as_constant:
             for p, g, j in zip(params, g_star, jac):
-                if g is None:
+                if g is None or not isinstance(p, nn.Parameter):
                     continue
                 add = g * j
                 p.grad = add if p.grad is None else p.grad + add
@@ -250,7 +295,7 @@ class AWP:
     name = "awp"
 
     def __init__(self, gamma: float = 0.1, zeta: float = 0.1, steps: int = 3,
-                 init_rel: float = 1e-3, include: str = "weights"):
+                 init_rel: float = 1e-3, include=None):
         self.gamma = float(gamma)
         self.pga = AdversarialWeights(zeta=zeta, steps=steps, init_rel=init_rel, include=include)
         self.include = include
@@ -316,9 +361,25 @@ class InputAdversarial:
         return {"loss": float(loss.detach()), "scores": scores.detach()}
 
 
+def from_preset(method: str, preset: str, **kw):
+    """Objective ``method`` (a :data:`METHODS` key) with the reference values of ``preset``
+    (``compiler.params.TRAINING_PRESETS``: 'buechel' -> AWP/adversarial-weights with 10 inner
+    steps, 'torchattacks' -> input PGD with alpha 2/255); ``kw`` overrides them."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}, expected one of {sorted(METHODS)}")
+    if preset not in TRAINING_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}, expected one of {sorted(TRAINING_PRESETS)}")
+    values = dict(TRAINING_PRESETS[preset].get(method, {}))
+    if not values:
+        raise ValueError(f"preset {preset!r} has no reference values for {method!r}")
+    values.update(kw)
+    return METHODS[method](**values)
+
+
 METHODS = {"standard": Standard, "forward-noise": ForwardNoise,
            "adversarial-weights": AdversarialWeights, "awp": AWP,
            "input-adversarial": InputAdversarial}
 
 __all__ = ["StepContext", "Standard", "ForwardNoise", "AdversarialWeights", "AWP",
-           "InputAdversarial", "METHODS", "perturbable", "weights_at", "kl", "robustness_loss"]
+           "InputAdversarial", "METHODS", "perturbable", "from_preset", "weights_at", "kl",
+           "robustness_loss"]

@@ -8,7 +8,17 @@ from pathlib import Path
 import click
 import numpy as np
 
-from compiler.cliutil import debug_option, echo_json, nir_options, run_cli
+from compiler.cliutil import (
+    POSITIVE,
+    SEED,
+    TIMESTEPS,
+    FiniteFloat,
+    check_output,
+    debug_option,
+    echo_json,
+    nir_options,
+    run_cli,
+)
 from compiler.errors import SnnError
 from runtime.cli.common import ENCODINGS, RunContext, check_bit_exact, parse_list  # noqa: F401
 from runtime.cli.compare import compare_cmd
@@ -19,13 +29,16 @@ from snnc._version import __version__
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--data", default="digits", show_default=True,
               help="digits | npz:FILE | mnist:DIR | cifar10:DIR (test split).")
-@click.option("--limit", type=int, default=None, help="First N samples.")
-@click.option("--timesteps", "-T", type=int, default=None, help="Input steps (default: META).")
+@click.option("--limit", type=POSITIVE, default=None, help="First N samples.")
+@click.option("--timesteps", "-T", type=TIMESTEPS, default=None,
+              help="Input steps (default: META).")
 @click.option("--encoding", type=click.Choice(ENCODINGS), default=None,
               help="Input encoding (default: META).")
-@click.option("--seed", default=0, show_default=True, help="Seed for stochastic encodings.")
-@click.option("--batch", default=256, show_default=True, help="Samples per kernel call.")
-@click.option("--workers", type=int, default=None, help="Threads (default: all cores).")
+@click.option("--seed", default=0, show_default=True, type=SEED,
+              help="Seed for stochastic encodings.")
+@click.option("--batch", default=256, show_default=True, type=POSITIVE,
+              help="Samples per kernel call.")
+@click.option("--workers", type=POSITIVE, default=None, help="Threads (default: all cores).")
 @click.option("--check", is_flag=True, help="Check bit-exactness against compiler/reference.py.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--save-predictions", type=click.Path(dir_okay=False), default=None)
@@ -39,18 +52,28 @@ from snnc._version import __version__
 @click.option("--mismatch", default=None, help="Relative mismatch levels, e.g. 0.1,0.2,0.3.")
 @click.option("--mismatch-domain", type=click.Choice(["analog", "digital"]), default="digital",
               show_default=True, help="Real-valued weights (analog) or re-quantized (digital).")
-@click.option("--mismatch-on", default="weights", show_default=True,
-              help="Comma list of weights,thresholds,leak.")
+@click.option("--mismatch-granularity", type=click.Choice(["cell", "parameter"]), default="cell",
+              show_default=True,
+              help="One draw per crossbar cell, or per trained parameter (Büchel et al.).")
+@click.option("--mismatch-params", default=None,
+              help="Comma list of weights,bias,threshold,leak (or all) [default: weights,bias].")
+@click.option("--mismatch-on", default=None,
+              help="Old name of --mismatch-params (weights,thresholds,leak still accepted).")
+@click.option("--preset", type=click.Choice(["buechel", "torchattacks", "pdsg"]), default=None,
+              help="Reference defaults for options not given (docs/robustness.md, Defaults).")
 @click.option("--pcm-time", default=None, help="PCM inference times, e.g. 1s,1h,1d,1y.")
 @click.option("--no-gdc", is_flag=True, help="PCM without global drift compensation.")
 @click.option("--bitflip", default=None, help="SRAM bit-flip rates, e.g. 1e-5,1e-4,1e-3.")
 @click.option("--bitflip-registers", is_flag=True, help="Also flip neuron register bits.")
 @click.option("--stuck-at", default=None, help="Stuck-at cell rates (half 0, half 1).")
 @click.option("--dead-cores", default=None, help="Numbers of dead cores, e.g. 1,2,4.")
-@click.option("--samples", default=100, show_default=True, help="Chip instances per level.")
+@click.option("--samples", default=100, show_default=True, type=POSITIVE,
+              help="Chip instances per level.")
 @click.option("--worst-case", default=None, help="Adversarial weight levels zeta (PGA).")
 @click.option("--landscape", is_flag=True, help="Weight-loss landscape and flatness.")
 @click.option("--certify", default=None, help="IBP certification at weight levels zeta.")
+@click.option("--worst-case-projection/--no-worst-case-projection", default=True,
+              show_default=True, help="Clip the worst-case search into the box (Büchel: no).")
 # --- adversarial inputs (docs/attacks.md) ---
 @click.option("--attack", type=click.Choice(["fgsm", "pgd", "sda"]), default=None)
 @click.option("--eps", default=None, help="Attack strengths, e.g. 2/255,8/255,16/255.")
@@ -58,13 +81,17 @@ from snnc._version import __version__
               default="atan", show_default=True)
 @click.option("--source", default=None, help="Float source model for transfer attacks.")
 @nir_options
-@click.option("--steps", default=10, show_default=True, help="PGD steps.")
-@click.option("--alpha", default=None, type=float, help="PGD step size (default eps/4).")
-@click.option("--eot", default=1, show_default=True, help="EOT samples for stochastic encodings.")
+@click.option("--steps", default=10, show_default=True, type=POSITIVE, help="PGD steps.")
+@click.option("--alpha", default=None, type=FiniteFloat(positive=True),
+              help="PGD step size (default eps/4).")
+@click.option("--eot", default=1, show_default=True, type=POSITIVE,
+              help="EOT samples for stochastic encodings.")
 @click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="local",
               metavar="[local|ADDRESS]",
               help="Run the work units (sweep instances, attack chunks) on Ray: 'local' starts a "
                    "local instance, ADDRESS joins a cluster (docs/scale-out.md).")
+@click.option("--sda-iters", type=click.IntRange(1, None), default=None,
+              help="SDA generation iterations (default 10 x --steps; official code: 500).")
 @click.version_option(__version__, "--version", prog_name="snnrun", message="%(prog)s %(version)s")
 @debug_option
 def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, check, as_json,
@@ -79,7 +106,7 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     """
     from compiler import encoding as enc
     from compiler.progress import set_quiet
-    from frontends.datasets import load_dataset
+    from frontends.datasets import check_labels, load_dataset
     from runtime.cli.common import echo_warnings, result_warnings, run_provenance
     from runtime.engines.tick import run_payloads
     from runtime.image import load
@@ -89,16 +116,18 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     params["data"] = data
     if plots and not report_dir:
         raise click.UsageError("--plots needs --report DIR (figures are written there)")
+    check_output(save_predictions, image, option="--save-predictions")
+    check_output(report_dir, image, option="--report", folder=True)
+    _apply_preset(params)
     img = load(image)
     ds = load_dataset(data, split="test", limit=limit)
     if int(np.prod(ds.x.shape[1:])) != img.n_inputs:
         raise SnnError(f"data '{data}' has inputs of shape {list(ds.x.shape[1:])} but {image} "
                        f"expects {img.meta['input']['shape']}",
                        "run the image on the dataset it was compiled for")
-    T = int(timesteps or img.meta["timesteps"])
+    check_labels(ds.y, int(img.meta["output"]["neurons"]), data, image)
+    T = int(img.meta["timesteps"] if timesteps is None else timesteps)
     name = encoding or img.meta["encoding"]
-    if T < 1:
-        raise SnnError(f"--timesteps must be >= 1, got {T}")
     ctx = RunContext(img, image, ds, T, name, seed, batch, workers, as_json, report_dir, plots,
                      params)
     if params.get("attack"):
@@ -138,6 +167,27 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
         click.echo(f"snnrun: error: runtime diverges from the reference: "
                    f"{summary['first_divergence']}", err=True)
         sys.exit(4)
+
+
+def _apply_preset(params: dict) -> None:
+    """--preset: the reference values (compiler.params.PRESETS) for every option the user did
+    not give on the command line; --mismatch-on is the old name of --mismatch-params."""
+    from compiler.params import preset
+    cctx = click.get_current_context()
+    if params.get("mismatch_on"):
+        if params.get("mismatch_params"):
+            raise click.UsageError("give --mismatch-params or its old name --mismatch-on, "
+                                   "not both")
+        params["mismatch_params"] = params["mismatch_on"]
+    if not params.get("preset"):
+        return
+    for k, v in preset(params["preset"]).items():
+        src = cctx.get_parameter_source(k)
+        if k == "mismatch_params" and cctx.get_parameter_source("mismatch_on") not in (
+                None, click.core.ParameterSource.DEFAULT):
+            continue
+        if src in (None, click.core.ParameterSource.DEFAULT):
+            params[k] = v
 
 
 def _noise_mode(params: dict) -> bool:

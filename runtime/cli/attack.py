@@ -32,10 +32,10 @@ def main_attack(ctx) -> None:
     if any(e < 0 or e > 1 for e in eps):
         raise click.BadParameter("--eps values must lie in [0, 1] (e.g. 8/255)")
     surrogate = p.get("surrogate") or "atan"
-    steps = int(p.get("steps") or 10)
-    if steps < 1:
-        raise click.BadParameter("--steps must be >= 1")
-    eot = int(p.get("eot") or 1)
+    steps = 10 if p.get("steps") is None else int(p["steps"])
+    eot = 1 if p.get("eot") is None else int(p["eot"])
+    if steps < 1 or eot < 1:
+        raise click.BadParameter("--steps and --eot must be >= 1")
     ds, img = ctx.dataset, ctx.image
     x = np.asarray(ds.x, np.float64)
     y = np.asarray(ds.y, np.int64)
@@ -46,7 +46,10 @@ def main_attack(ctx) -> None:
     if attack == "sda":
         from frontends.datasets import binarize_events
         evs = binarize_events(ds, ctx.timesteps, seed=ctx.seed)
-        out = sda_run(img, evs.x, evs.y, surrogate=surrogate, iters=10 * steps, seed=ctx.seed,
+        iters = int(p.get("sda_iters") or 10 * steps)
+        if iters < 1:
+            raise click.BadParameter("--sda-iters must be >= 1")
+        out = sda_run(img, evs.x, evs.y, surrogate=surrogate, iters=iters, seed=ctx.seed,
                       workers=ctx.workers, name=evs.name)
     else:
         src = None
@@ -70,6 +73,7 @@ def main_attack(ctx) -> None:
             out["source"] = str(p["source"])
             out["level"] = "transfer"
     out["image"] = ctx.image_path
+    out["preset"] = p.get("preset")
     clean = out["results"][0]["clean_accuracy"] if out.get("results") else None
     out["warnings"] = result_warnings(ctx, clean, n=out.get("n"))
     out["provenance"] = run_provenance(ctx)

@@ -10,6 +10,11 @@ from pathlib import Path
 import click
 
 from compiler.cliutil import (
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    TIMESTEPS,
+    FiniteFloat,
     debug_option,
     echo_json,
     jsonable,
@@ -79,8 +84,9 @@ def _names(text: str, allowed, what: str) -> list[str]:
               help="Float model for the algorithm level (default: --model).")
 @nir_options
 @click.option("--data", default="digits", show_default=True)
-@click.option("--limit", type=int, default=100, show_default=True, help="Test samples.")
-@click.option("--timesteps", "-T", type=int, default=None, help="Steps (default: image META).")
+@click.option("--limit", type=POSITIVE, default=100, show_default=True, help="Test samples.")
+@click.option("--timesteps", "-T", type=TIMESTEPS, default=None,
+              help="Steps (default: image META).")
 @click.option("--encodings", default="direct,rate,phase,latency", show_default=True)
 @click.option("--attacks", default="fgsm,pgd", show_default=True)
 @click.option("--eps", default="4/255,8/255,16/255,32/255", show_default=True)
@@ -90,22 +96,26 @@ def _names(text: str, allowed, what: str) -> list[str]:
               help="Surrogate comparison table ('' to skip).")
 @click.option("--pgd-steps", default="5,10,20", show_default=True,
               help="PGD steps table vs FGSM ('' to skip).")
-@click.option("--steps", default=10, show_default=True, help="PGD steps in the main tables.")
-@click.option("--alpha", type=float, default=None, help="PGD step (default eps/4).")
-@click.option("--eot", default=1, show_default=True, help="EOT draws for rate coding.")
+@click.option("--steps", default=10, show_default=True, type=POSITIVE,
+              help="PGD steps in the main tables.")
+@click.option("--alpha", type=FiniteFloat(positive=True), default=None,
+              help="PGD step (default eps/4).")
+@click.option("--eot", default=1, show_default=True, type=POSITIVE,
+              help="EOT draws for rate coding.")
 @click.option("--encoding-models", default=None, help="ENC=model.onnx,... per encoding.")
 @click.option("--train-encodings", default="", help="Train the digits architecture for these "
               "encodings first (e.g. rate,phase,latency).")
-@click.option("--epochs", default=30, show_default=True, help="Epochs for --train-encodings.")
+@click.option("--epochs", default=30, show_default=True, type=POSITIVE,
+              help="Epochs for --train-encodings.")
 @click.option("--workdir", default="snnrun-compare", show_default=True, type=click.Path(),
               help="Where trained models are written.")
 @click.option("--sda/--no-sda", default=True, show_default=True,
               help="SDA on the data binarised to events (first image).")
-@click.option("--sda-limit", default=50, show_default=True, help="Samples for SDA.")
-@click.option("--sda-synthetic", default=0, show_default=True,
+@click.option("--sda-limit", default=50, show_default=True, type=POSITIVE, help="Samples for SDA.")
+@click.option("--sda-synthetic", default=0, show_default=True, type=NON_NEGATIVE,
               help="Also SDA on N synthetic DVS samples (trains a small SNN first).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--workers", type=int, default=None)
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--workers", type=POSITIVE, default=None)
 @click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="local",
               metavar="[local|ADDRESS]",
               help="Run the work units (sweep instances, attack chunks) on Ray: 'local' starts a "
@@ -144,6 +154,8 @@ def compare_cmd(model, bits, per_channel, clip, images, source, dt, nir_conventi
     sgs = _names(surrogates, ("atan", "sigmoid", "triangle", "pdsg"), "--surrogates")
     eps_l = parse_list(eps, "--eps")
     steps_l = [int(s) for s in parse_list(pgd_steps, "--pgd-steps")]
+    if any(s < 1 for s in steps_l):
+        raise click.BadParameter("PGD steps must be >= 1", param_hint="--pgd-steps")
     if plots and not report_dir:
         raise click.UsageError("--plots needs --report DIR")
     ds = load_dataset(data, split="test", limit=limit)
@@ -158,7 +170,8 @@ def compare_cmd(model, bits, per_channel, clip, images, source, dt, nir_conventi
         paths = [p.strip() for p in images.split(",") if p.strip()]
         image_paths = dict(zip(_image_labels(paths), paths))
         imgs = {lab: load(p) for lab, p in image_paths.items()}
-        T = int(timesteps or next(iter(imgs.values())).meta["timesteps"])
+        T = int(next(iter(imgs.values())).meta["timesteps"] if timesteps is None
+                else timesteps)
         src = source
         if src:
             from runtime.lab.attacks import float_graph_of
@@ -167,7 +180,7 @@ def compare_cmd(model, bits, per_channel, clip, images, source, dt, nir_conventi
             src_float = {e: fg for e in encs}
     elif model:
         bits_l = [int(b) for b in parse_list(bits, "--bits")]
-        T = int(timesteps or 8)
+        T = 8 if timesteps is None else int(timesteps)
         copt = {"per_channel": per_channel, "clip": clip}
         imgs, fg = compile_images(model, bits_l, timesteps=T, encoding=encs[0], calib=calib,
                                   load_options=nir_kw(model), **copt)

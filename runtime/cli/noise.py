@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 
 from runtime.lab import noise
@@ -24,7 +25,6 @@ def _parse_times(text: str | None) -> list[float]:
 
 def main_noise(ctx) -> None:
     """The snnrun noise mode (runtime/cli/ dispatches here; options in ``ctx.params``)."""
-    import click
 
     from compiler import encoding as enc
     from compiler.cliutil import echo_json, jsonable
@@ -41,7 +41,10 @@ def main_noise(ctx) -> None:
     x = ds.x.reshape(len(ds.x), -1)
     y = np.asarray(ds.y)
     payloads = enc.encode(ctx.encoding, x, ctx.timesteps, seed=ctx.seed)
-    samples = int(P.get("samples") or 100)
+    samples = 100 if P.get("samples") is None else int(P["samples"])
+    pga_steps = 10 if P.get("steps") is None else int(P["steps"])
+    if samples < 1:
+        raise click.BadParameter(f"must be >= 1, got {samples}", param_hint="--samples")
     seed = int(ctx.seed)
     progress = True   # compiler/progress.py: a bar on a terminal, periodic lines elsewhere
     mm = parse_list(P.get("mismatch"), "--mismatch")
@@ -49,9 +52,15 @@ def main_noise(ctx) -> None:
         raise click.BadParameter(
             f"--mismatch levels are relative (sigma/|w|, 0.3 = 30 %), got "
             f"{','.join(f'{v:g}' for v in mm)}; give 0.3 for 30 %", param_hint="--mismatch")
-    on = tuple(t.strip() for t in (P.get("mismatch_on") or "weights").split(",") if t.strip())
+    from compiler.params import parse_params
+    on = parse_params(P.get("mismatch_params") or P.get("mismatch_on"), "--mismatch-params")
+    gran = P.get("mismatch_granularity") or "cell"
     domain = P.get("mismatch_domain") or "digital"
     cluster = connect(P.get("ray_address"), progress=not ctx.as_json)
+    if "leak" in on and (P.get("worst_case") or P.get("certify")):
+        from compiler.errors import SimulationError
+        raise SimulationError("--worst-case and --certify cover weights, bias and threshold, "
+                              "not the leak", "drop leak from --mismatch-params for them")
     kw = dict(workers=ctx.workers, batch=ctx.batch, progress=progress)
     timing = {}
     t0 = time.perf_counter()
@@ -59,9 +68,11 @@ def main_noise(ctx) -> None:
     res = {"data": getattr(ds, "name", None) or P.get("data"), "n_test": int(len(y)),
            "timesteps": ctx.timesteps, "encoding": ctx.encoding, "seed": seed,
            "samples": samples, "clean_accuracy": clean,
-           "classes": int(ctx.image.meta["output"]["neurons"]), "sweep": [], "options": {}}
+           "classes": int(ctx.image.meta["output"]["neurons"]), "sweep": [], "options": {},
+           "mismatch": {"granularity": gran, "params": list(on), "domain": domain},
+           "preset": P.get("preset")}
     jobs = [("mismatch", parse_list(P.get("mismatch"), "--mismatch"),
-             f"{domain}, on {'+'.join(on)}"),
+             f"{domain}, per {gran}, on {'+'.join(on)}"),
             ("pcm", _parse_times(P.get("pcm_time")),
              "no GDC" if P.get("no_gdc") else "with GDC"),
             ("bitflip", parse_list(P.get("bitflip"), "--bitflip"),
@@ -75,8 +86,9 @@ def main_noise(ctx) -> None:
             raise click.BadParameter("--dead-cores takes whole numbers of cores")
         t = time.perf_counter()
         res["sweep"] += sweep(ctx.image, payloads, y, kind, levels, samples, seed, domain=domain,
-                              on=on, gdc=not P.get("no_gdc"),
-                              registers=bool(P.get("bitflip_registers")), cluster=cluster, **kw)
+                              params=on, granularity=gran, gdc=not P.get("no_gdc"),
+                              registers=bool(P.get("bitflip_registers")), cluster=cluster,
+                              **kw)
         res["options"][kind] = opts
         timing[kind] = time.perf_counter() - t
     wc_levels = parse_list(P.get("worst_case"), "--worst-case")
@@ -84,12 +96,16 @@ def main_noise(ctx) -> None:
         t = time.perf_counter()
         from runtime.lab.twin import Twin
         tw = Twin(ctx.image, surrogate=P.get("surrogate") or "atan")
+        wc_on = on
         rand = sweep(ctx.image, payloads, y, "mismatch", wc_levels, samples, seed,
-                     domain="analog", on=("weights",), cluster=cluster, **kw)
+                     domain="analog", params=wc_on, granularity=gran, cluster=cluster,
+                     **kw)
         res["worst_case"] = []
         for z, rr in zip(wc_levels, rand):
-            w = worst_case(ctx.image, payloads, y, z, steps=int(P.get("steps") or 10),
-                           seed=seed, twin=tw, workers=ctx.workers, progress=progress)
+            w = worst_case(ctx.image, payloads, y, z, steps=pga_steps,
+                           seed=seed, twin=tw, workers=ctx.workers, progress=progress,
+                           params=wc_on, granularity=gran,
+                           project=P.get("worst_case_projection", True) is not False)
             w["random"] = {k: rr[k] for k in ("mean", "std", "min", "max", "n")}
             w["hurts_more"] = bool(w["accuracy"] <= rr["mean"])
             res["worst_case"].append(w)
@@ -103,7 +119,7 @@ def main_noise(ctx) -> None:
     if cz:
         from runtime.lab.certify import certify
         t = time.perf_counter()
-        res["certify"] = certify(ctx.image, payloads, y, cz, thresholds="thresholds" in on,
+        res["certify"] = certify(ctx.image, payloads, y, cz, params=on, granularity=gran,
                                  arithmetic="float" if domain == "analog" else "digital")
         timing["certify"] = time.perf_counter() - t
     timing["total"] = time.perf_counter() - t0

@@ -26,6 +26,7 @@ from compiler.errors import SimulationError
 from compiler.reference import score
 from runtime import kernels
 from runtime.image import ChipImage
+from runtime.validate import MAX_TIMESTEPS, check_run_budget
 
 REG_NAMES = ("th_pos", "th_neg", "v_reset", "v_init", "bias", "leak", "shift", "reset_mode",
              "neg_mode", "leak_mode")
@@ -337,6 +338,13 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
     T, B, _ = p.shape
     if T < 1:
         raise SimulationError("need at least one timestep")
+    if T > MAX_TIMESTEPS:
+        raise SimulationError(f"{T} timesteps is more than the limit of {MAX_TIMESTEPS}")
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise SimulationError(f"batch must be a positive integer, got {batch!r}")
+    if workers is not None and (isinstance(workers, bool) or
+                                not isinstance(workers, (int, np.integer)) or workers < 1):
+        raise SimulationError(f"workers must be a positive integer, got {workers!r}")
     analog = False
     if instance is not None:
         if weights is not None:
@@ -346,7 +354,8 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
         tb = tables(image, weights)
     L = image.latency
     spec = image.spec
-    workers = workers or default_workers()
+    workers = default_workers() if workers is None else int(workers)
+    check_run_budget(image, B, T, min(workers, max(min(batch, B), 1)))
     numba.set_num_threads(min(workers, numba.config.NUMBA_NUM_THREADS))
     n_layers = len(image.layers)
     N, C, n_out = image.n_neurons, image.n_cores, tb.out_glob.size
@@ -367,6 +376,8 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
     if progress:
         from compiler.progress import bar
         pb = bar(B, "run", unit="sample")
+    # bounds-checked debug mode (NUMBA_BOUNDSCHECK=1): serial, so an IndexError surfaces
+    kernel = kernels.run_batch_serial if numba.config.BOUNDSCHECK else kernels.run_batch
     t0 = time.perf_counter()
     for i in range(0, B, batch):
         j = min(B, i + batch)
@@ -376,7 +387,7 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
         ws = _workspace(image, tb, nw, analog)
         cb = np.zeros((bsz, C), np.int64)
         lt = np.zeros((bsz, max(tb.n_links, 1)), np.int64)
-        kernels.run_batch(
+        kernel(
             chunk, T, L, nw, tb.in_ptr, tb.in_info, tb.core_nb, tb.core_ab, tb.core_ts,
             tb.core_ev_cyc, tb.core_fire_cyc, tb.ax_info, tb.wrow, *tb.regs, tb.neu_layer,
             tb.rt_ptr, tb.rt_info, tb.pair_lptr, tb.pair_links, tb.pair_cyc, vlo, vhi,
@@ -413,7 +424,9 @@ def run(image: ChipImage, x: np.ndarray, *, timesteps: int | None = None,
         encoding: str | None = None, seed: int = 0, **kw) -> RunResult:
     """Encode images ``x`` [B, ...] in [0, 1] and run them. T and encoding default to META."""
     from compiler import encoding as enc
-    T = int(timesteps or image.meta["timesteps"])
+    T = int(image.meta["timesteps"] if timesteps is None else timesteps)
+    if not 1 <= T <= MAX_TIMESTEPS:
+        raise SimulationError(f"timesteps must be in 1..{MAX_TIMESTEPS}, got {T}")
     name = encoding or image.meta["encoding"]
     x = np.asarray(x)
     if x.ndim < 2 or int(np.prod(x.shape[1:])) != image.n_inputs:

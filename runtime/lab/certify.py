@@ -2,8 +2,11 @@
 
 In: a ChipImage, payloads [T, B, n_in], labels, a relative level zeta. Out: per sample, lower and
 upper bounds on every output score that hold for EVERY chip whose weights lie in the box
-``[w - zeta|w|, w + zeta|w|]`` (and, with ``thresholds=True``, whose th_pos lies in
-``[th - zeta th, th + zeta th]`` clipped to [1, th_max], as ``runtime.lab.noise.Mismatch`` clips);
+``[w - zeta|w|, w + zeta|w|]`` (and, with 'threshold' among ``params``, whose th_pos lies in
+``[th - zeta th, th + zeta th]`` clipped to [1, th_max], as ``runtime.lab.noise.Mismatch`` clips;
+with 'bias', whose bias lies in ``[b - zeta|b|, b + zeta|b|]`` clipped to the bias register);
+one box covers both mismatch granularities (a per-parameter chip is a per-cell chip whose cells
+of one parameter happen to agree);
 a sample is *certified* when ``lower(score_y) > max_{k != y} upper(score_k)``: then every such
 chip classifies it correctly (design note algorithms.md 3.7, derived here for the chip's neuron).
 
@@ -97,7 +100,8 @@ def _box(lo: np.ndarray, hi: np.ndarray, arithmetic: str, qlo: float, qhi: float
 class _LayerBox:
     """The box of one layer: per source (name, Wl+, Wl-, Wu+, Wu-, |W|max); registers."""
 
-    def __init__(self, L, zeta: float, th_zeta: float, spec, arithmetic: str):
+    def __init__(self, L, zeta: float, th_zeta: float, spec, arithmetic: str,
+                 b_zeta: float = 0.0):
         self.n = L.n
         self.srcs = []
         qlo, qhi = spec.weight_range(int(L.bits))
@@ -128,6 +132,11 @@ class _LayerBox:
         self.v_reset = f(r.v_reset)
         self.v_init = f(r.v_init)
         self.bias = f(r.bias)
+        blo, bhi = (float(v) for v in spec.bias_range)
+        ab = np.abs(self.bias)
+        self.b_lo, self.b_hi = _box(np.clip(self.bias - b_zeta * ab, blo, bhi),
+                                    np.clip(self.bias + b_zeta * ab, blo, bhi),
+                                    arithmetic, blo, bhi)
         self.leak = f(r.leak)
         self.shift = f(r.shift)
         self.rmode = np.asarray(r.reset_mode)
@@ -180,11 +189,15 @@ ARITHMETICS = ("both", "float", "digital")
 
 
 def bounds(image, payloads: np.ndarray, zeta: float, *, thresholds: bool = False,
-           arithmetic: str = "both", graph=None) -> Bounds:
+           arithmetic: str = "both", graph=None, params=None) -> Bounds:
     """IBP score bounds of every sample of ``payloads`` [T, B, n_in] for relative level ``zeta``.
 
     Args:
-        thresholds: th_pos varies in its box too (default: weights only).
+        params: the parameter kinds in the box (``compiler.params``: weights, bias, threshold;
+            default ``DEFAULT_PARAMS``, weights and biases, as the random mismatch). The leak is
+            refused when any neuron leaks (its box is not propagated).
+        thresholds: th_pos varies in its box too (the older switch; same as adding
+            'threshold' to ``params``).
         arithmetic: which chips the bounds cover: 'float' (analog instances: real weights in
             the box, the float kernel), 'digital' (integer weights in the re-quantized box
             [rint(w - zeta|w|), rint(w + zeta|w|)] saturated to the layer's width, the integer
@@ -201,12 +214,15 @@ def bounds(image, payloads: np.ndarray, zeta: float, *, thresholds: bool = False
         raise SimulationError(f"payloads must have shape [T, B, {image.n_inputs}], got "
                               f"{list(p.shape)}")
     g = graph if graph is not None else image.unmap()
+    params = _kinds(params, thresholds, g)
     spec = image.spec
     vlo, vhi = (float(x) for x in spec.membrane_range)
     T, B, _ = p.shape
-    tz = float(zeta) if thresholds else 0.0
+    wz = float(zeta) if "weights" in params else 0.0
+    tz = float(zeta) if "threshold" in params else 0.0
+    bz = float(zeta) if "bias" in params else 0.0
     exact = arithmetic == "digital"       # integers below 2**53: float64 is exact
-    boxes = {n: _LayerBox(g.node(n), float(zeta), tz, spec, arithmetic) for n in g.layers}
+    boxes = {n: _LayerBox(g.node(n), wz, tz, spec, arithmetic, bz) for n in g.layers}
     lo = {n: np.broadcast_to(boxes[n].v_init, (B, boxes[n].n)).copy() for n in g.layers}
     hi = {n: v.copy() for n, v in lo.items()}
     c_lo = {n: np.zeros((B, boxes[n].n)) for n in g.layers}
@@ -233,19 +249,19 @@ def bounds(image, payloads: np.ndarray, zeta: float, *, thresholds: bool = False
                 if not exact:
                     mag += _mm(amax, x_hi)
             a_lo, a_hi = _leak_bounds(lo[n], hi[n], P, vlo, vhi, arithmetic)
-            u_lo = a_lo + i_lo + P.bias
-            u_hi = a_hi + i_hi + P.bias
+            u_lo = a_lo + i_lo + P.b_lo
+            u_hi = a_hi + i_hi + P.b_hi
             if not exact:
                 # float64 rounding of the kernel's sum (n terms: n * eps * sum |terms|) and of
                 # our own bound arithmetic
-                tol = _EPS * (P.fan + 4) * (mag + np.abs(a_lo) + np.abs(a_hi) + np.abs(P.bias)
-                                            + 1.0)
+                tol = _EPS * (P.fan + 4) * (mag + np.abs(a_lo) + np.abs(a_hi)
+                                            + np.maximum(np.abs(P.b_lo), np.abs(P.b_hi)) + 1.0)
                 u_lo, u_hi = u_lo - tol, u_hi + tol
                 if n == out:
                     tol_sum += tol
             if n == out:
-                S_lo += i_lo + P.bias
-                S_hi += i_hi + P.bias
+                S_lo += i_lo + P.b_lo
+                S_hi += i_hi + P.b_hi
                 ident &= (u_lo >= vlo) & (u_hi <= vhi)
             u_lo = np.clip(u_lo, vlo, vhi)
             u_hi = np.clip(u_hi, vlo, vhi)
@@ -310,23 +326,45 @@ def bounds(image, payloads: np.ndarray, zeta: float, *, thresholds: bool = False
     return Bounds(float(zeta), lower, upper, c_lo[out], c_hi[out], uncertain)
 
 
+def _kinds(params, thresholds: bool, g) -> tuple[str, ...]:
+    from compiler.params import parse_params
+    kinds = parse_params(params, "certify")        # None: DEFAULT_PARAMS
+    if thresholds and "threshold" not in kinds:
+        kinds = parse_params(kinds + ("threshold",), "certify")
+    if "leak" in kinds and any(np.any(np.asarray(g.node(n).regs.leak_mode) != 0)
+                               for n in g.layers):
+        raise SimulationError("certify: the leak is not in the certified box (leaky neurons "
+                              "here)", "drop leak from the parameter kinds for --certify")
+    return kinds
+
+
 def certify(image, payloads: np.ndarray, labels: np.ndarray, zetas, *,
-            thresholds: bool = False, arithmetic: str = "both") -> list[dict]:
+            thresholds: bool = False, arithmetic: str = "both", params=None,
+            granularity: str = "cell") -> list[dict]:
     """Certified accuracy per zeta (see :func:`bounds`): rows {zeta, certified (fraction),
-    n_certified, n, uncertain_spikes, thresholds, arithmetic, seconds}."""
+    n_certified, n, uncertain_spikes, params, granularity, thresholds, arithmetic, seconds}.
+
+    ``granularity``: the chips a certificate covers are those of a per-cell box; the chips of
+    the per-parameter model (one draw shared by the cells of a trained parameter) are a subset
+    of them, so the same bounds certify both (sound, not tighter); the row records which
+    model the caller asked about."""
     import time
+
+    from compiler.params import check_granularity
+    granularity = check_granularity(granularity, "certify granularity")
     g = image.unmap()
+    kinds = _kinds(params, thresholds, g)
     y = np.asarray(labels, np.int64)
     rows = []
     for z in zetas:
         t0 = time.perf_counter()
-        b = bounds(image, payloads, float(z), thresholds=thresholds, arithmetic=arithmetic,
-                   graph=g)
+        b = bounds(image, payloads, float(z), arithmetic=arithmetic, graph=g, params=kinds)
         ok = b.certified(y)
         rows.append({"zeta": float(z), "certified": float(ok.mean()) if y.size else float("nan"),
                      "n_certified": int(ok.sum()), "n": int(y.size),
                      "uncertain_spikes": b.uncertain_spikes,
-                     "thresholds": bool(thresholds), "arithmetic": arithmetic,
+                     "params": list(kinds), "granularity": granularity,
+                     "thresholds": "threshold" in kinds, "arithmetic": arithmetic,
                      "seconds": time.perf_counter() - t0})
     return rows
 

@@ -42,10 +42,36 @@ def _system_errors(ray) -> tuple:
     return tuple(getattr(ex, n) for n in names if hasattr(ex, n))
 
 
+class _Shared:
+    """A shared input's object ref, resolved on the worker through :data:`_CACHE`: the object is
+    deserialized once per worker process and reused by every unit (with whatever it caches
+    itself, e.g. a ChipImage's dense weight rows)."""
+
+    def __init__(self, ref):
+        self.ref = ref
+
+
+_CACHE: dict = {}
+_CACHE_SIZE = 8
+
+
+def _resolve(a):
+    if not isinstance(a, _Shared):
+        return a
+    key = a.ref.hex()
+    if key not in _CACHE:
+        import ray
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = ray.get(a.ref)
+    return _CACHE[key]
+
+
 def _call(fn: Callable, kwargs: dict, *args) -> Any:
     """What runs on a worker: one unit, with one torch/Numba thread per task (Ray runs one task
     per CPU it schedules; more threads per task would oversubscribe the node)."""
     import contextlib
+    args = tuple(_resolve(a) for a in args)
     try:
         import torch
         ctx = _torch_threads(torch)
@@ -149,8 +175,10 @@ class Cluster:
         sys_err = _system_errors(ray)
         opts = {"num_gpus": num_gpus} if num_gpus else {}
 
+        ObjectRef = ray.ObjectRef
+        shared = tuple(_Shared(a) if isinstance(a, ObjectRef) else a for a in shared)
+
         def submit(i):
-            # refs as top-level arguments: Ray resolves them on the worker (zero-copy numpy)
             return self._remote.options(**opts).remote(fn, kwargs, *shared, *units[i])
 
         pending = {submit(i): i for i in range(len(units))}

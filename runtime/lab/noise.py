@@ -9,10 +9,14 @@ instance=inst)`` differentiates it.
 
 Models (docs/robustness.md; formulas in the design notes, algorithms.md sections 1-2):
 
-    Mismatch(zeta, on, domain)   relative Gaussian mismatch x(1 + zeta N) on weights, thresholds
-                                 (th_pos) and leaks (ADD value, SHIFT/MULT decay fraction);
-                                 'analog': real-valued; 'digital': re-quantized (round to
-                                 nearest) and saturated to each core's weight width / register.
+    Mismatch(zeta, on, domain, granularity)
+                                 relative Gaussian mismatch x(1 + zeta N) on weights, biases,
+                                 thresholds (th_pos) and leaks (ADD value, SHIFT/MULT decay
+                                 fraction), default weights and biases (compiler/params.py);
+                                 one N per cell ('cell') or per trained parameter ('parameter',
+                                 Büchel et al.); 'analog': real-valued; 'digital': re-quantized
+                                 (round to nearest) and saturated to each core's weight width /
+                                 register.
     PCM(t)                       aihwkit's PCMLikeNoiseModel on one differential conductance pair
                                  per weight, one scale per core (g_max 25 uS): programming noise,
                                  per-device drift exponent nu, accumulated 1/f read noise at
@@ -43,6 +47,14 @@ import numpy as np
 
 from compiler.backend.emit import pack_crossbar, unpack_crossbar
 from compiler.errors import SimulationError
+from compiler.params import (
+    DEFAULT_GRANULARITY,
+    DEFAULT_PARAMS,
+    PARAM_KINDS,
+    ParamsError,
+    check_granularity,
+    parse_params,
+)
 
 # --- aihwkit PCMLikeNoiseModel constants (algorithms.md 1.1) ----------------------------------
 PCM_G_MAX = 25.0                         # uS, SinglePairConductanceConverter default
@@ -149,6 +161,8 @@ class _Layout:
         self.wlo = np.repeat(np.array([r[0] for r in rng_], np.int64), cells)
         self.whi = np.repeat(np.array([r[1] for r in rng_], np.int64), cells)
         self.core_of_neuron = image.core_of_neuron
+        self._cell_param = None
+        self._reg_group = None
 
     def block(self, wrow: np.ndarray, c: int) -> np.ndarray:
         """View of core ``c``'s weights [axons, neurons] inside ``wrow``."""
@@ -192,7 +206,53 @@ def quantize_weights(image, w: np.ndarray) -> np.ndarray:
 
 
 # --- relative Gaussian mismatch ---------------------------------------------------------------
-MISMATCH_TARGETS = ("weights", "thresholds", "leak")
+#: older name of the parameter kinds (compiler/params.py is the one definition)
+MISMATCH_TARGETS = PARAM_KINDS
+
+
+def cell_params(image) -> np.ndarray:
+    """Trained-parameter id of every cell of the instance weight rows (the ``wrow`` layout of
+    ``runtime.engines.tick.dense_rows``): int64 [cells], -1 where no synapse is mapped. Cells with
+    equal ids hold the same trained integer (a conv kernel element at every output position; an
+    axon duplicated on several cores). Source: the image's logical-layer descriptors
+    (``ChipImage.cell_params``); an image without them is refused with a recompile hint."""
+    lay = _layout(image)
+    if lay._cell_param is None:
+        if not getattr(image, "has_ops", False):
+            raise SimulationError(
+                "mismatch granularity 'parameter' needs the cell -> trained-parameter map, but "
+                "this image has no logical-layer descriptors (op_* sections)",
+                "recompile the model with this snnc (`snnc compile`), or use "
+                "--mismatch-granularity cell")
+        out = np.empty(int(lay.core_off[-1]), np.int64)
+        for c in range(lay.n_cores):
+            out[lay.core_off[c]:lay.core_off[c + 1]] = image.cell_params(c).reshape(-1)
+        out.setflags(write=False)
+        lay._cell_param = out
+    return lay._cell_param
+
+
+def register_groups(image) -> np.ndarray:
+    """Trained-parameter id of every neuron's registers (bias, threshold, leak) at parameter
+    granularity: one id per (layer, channel) (channel = dim 0 of a (C, H, W) layer, the neuron
+    itself in a 1-D layer; ``compiler.ir.linear.channels``). int64 [n_neurons]."""
+    lay = _layout(image)
+    if lay._reg_group is None:
+        from compiler.ir.linear import channels
+        out = np.full(int(lay.nb[-1]), -1, np.int64)
+        base = 0
+        for li, L in enumerate(image.layers):
+            ch = channels(tuple(L["shape"]))
+            out[image.layer_neurons(li)] = base + ch
+            base += int(ch.max()) + 1 if ch.size else 0
+        out.setflags(write=False)
+        lay._reg_group = out
+    return lay._reg_group
+
+
+def _shared(n: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Per-element draws from per-parameter draws ``n`` (0 where the id is -1: no synapse)."""
+    return np.where(ids >= 0, n[np.maximum(ids, 0)], 0.0)
 
 
 @dataclass(frozen=True)
@@ -201,50 +261,91 @@ class Mismatch:
 
     Args:
         zeta: relative standard deviation.
-        on: any of 'weights', 'thresholds' (th_pos, kept in [1, th_max]), 'leak' (ADD: the
-            leak value; SHIFT and MULT: the decay fraction 2**-k resp. d/4096, kept in [0, 1]).
+        on: the parameter kinds (``compiler.params``: 'weights', 'bias', 'threshold' (th_pos,
+            kept in [1, th_max]), 'leak' (ADD: the leak value; SHIFT and MULT: the decay
+            fraction 2**-k resp. d/4096, kept in [0, 1])); a comma string or a sequence, the
+            old spellings 'thresholds' and 'leaks' accepted. Default: weights and biases.
         domain: 'analog' (real-valued) or 'digital' (weights rounded to nearest and saturated to
             the core's width, registers rounded and saturated to their widths; a perturbed SHIFT
             decay goes to the nearest k).
+        granularity: 'cell' (one N per crossbar cell and per neuron register) or 'parameter'
+            (Büchel et al.: one N per trained parameter, shared by every cell that holds it;
+            registers one N per (layer, channel)); see compiler/params.py.
+
+    Seeding: 'cell' draws, from the instance's mismatch stream, N over all cells, then over
+    neurons for thresholds, leaks and biases (fixed order whatever is selected); 'parameter'
+    draws from its own stream N over the parameter ids, then over the register groups for
+    thresholds, leaks and biases.
     """
 
     zeta: float
-    on: tuple[str, ...] = ("weights",)
+    on: tuple[str, ...] = DEFAULT_PARAMS
     domain: str = "digital"
+    granularity: str = DEFAULT_GRANULARITY
     kind = "mismatch"
 
     def __post_init__(self):
-        bad = set(self.on) - set(MISMATCH_TARGETS)
-        if bad:
-            raise SimulationError(f"mismatch: unknown targets {sorted(bad)}",
-                                  f"use a comma list of {', '.join(MISMATCH_TARGETS)}")
+        try:
+            object.__setattr__(self, "on", parse_params(self.on, "mismatch"))
+            object.__setattr__(self, "granularity", check_granularity(self.granularity,
+                                                                      "mismatch granularity"))
+        except ParamsError as e:
+            raise SimulationError(e.message, e.hint) from e
         if self.domain not in ("analog", "digital"):
             raise SimulationError(f"mismatch: domain must be analog or digital, got {self.domain}")
         if not (self.zeta >= 0 and math.isfinite(self.zeta)):
             raise SimulationError(f"mismatch: zeta must be >= 0, got {self.zeta}")
 
+    @property
+    def params(self) -> tuple[str, ...]:
+        return self.on
+
+    def draws(self, image, n_cells: int, seed: int, index: int):
+        """(N per cell, N_threshold, N_leak, N_bias per neuron) of instance ``index``."""
+        lay = _layout(image)
+        n_neu = int(lay.nb[-1])
+        if self.granularity == "cell":
+            rng = rng_for(seed, index, self.kind)
+            n_w = rng.standard_normal(n_cells)
+            n_th = rng.standard_normal(n_neu)
+            n_lk = rng.standard_normal(n_neu)
+            n_b = rng.standard_normal(n_neu)
+            return n_w, n_th, n_lk, n_b
+        rng = rng_for(seed, index, self.kind, 1)
+        cp = cell_params(image)
+        if cp.size != n_cells:
+            raise SimulationError(f"mismatch: instance has {n_cells} cells, the image {cp.size}")
+        grp = register_groups(image)
+        n_groups = int(grp.max()) + 1 if grp.size else 0
+        n_w = _shared(rng.standard_normal(int(image.n_params)), cp)
+        n_th = _shared(rng.standard_normal(n_groups), grp)
+        n_lk = _shared(rng.standard_normal(n_groups), grp)
+        n_b = _shared(rng.standard_normal(n_groups), grp)
+        return n_w, n_th, n_lk, n_b
+
     def apply(self, image, inst: ChipInstance, seed: int, index: int) -> ChipInstance:
-        lay, spec = _layout(image), image.spec
-        rng = rng_for(seed, index, self.kind)
-        # fixed draw order, whatever is selected: weights, thresholds, leaks
-        n_w = rng.standard_normal(inst.wrow.size)
-        n_th = rng.standard_normal(lay.nb[-1])
-        n_lk = rng.standard_normal(lay.nb[-1])
+        spec = image.spec
+        n_w, n_th, n_lk, n_b = self.draws(image, inst.wrow.size, seed, index)
         analog = inst.analog or self.domain == "analog"
         z = float(self.zeta)
         wrow, regs = inst.wrow, {}
         if "weights" in self.on:
             w = np.asarray(inst.wrow, np.float64) * (1.0 + z * n_w)
             wrow = w if analog else quantize_weights(image, w)
-        if "thresholds" in self.on:
+        if "bias" in self.on:
+            b = inst.reg(image, "bias").astype(np.float64) * (1.0 + z * n_b)
+            b = np.clip(b, *spec.bias_range)
+            regs["bias"] = b if analog else np.rint(b).astype(np.int64)
+        if "threshold" in self.on:
             th = inst.reg(image, "th_pos").astype(np.float64) * (1.0 + z * n_th)
             th = np.clip(th, 1.0, spec.threshold_max)
             regs["th_pos"] = th if analog else np.rint(th).astype(np.int64)
         if "leak" in self.on:
             regs.update(_leak_mismatch(image, inst, z * n_lk, analog))
-        what = "" if tuple(self.on) == ("weights",) else " on " + "+".join(self.on)
+        what = "" if tuple(self.on) == DEFAULT_PARAMS else " on " + "+".join(self.on)
+        per = "" if self.granularity == "cell" else ", per parameter"
         return _merge(inst, regs, wrow=wrow, analog=analog,
-                      label=_join(inst.label, f"mismatch {z:g}{what} ({self.domain})"))
+                      label=_join(inst.label, f"mismatch {z:g}{what} ({self.domain}{per})"))
 
 
 def _leak_mismatch(image, inst, zn: np.ndarray, analog: bool) -> dict:
@@ -548,11 +649,11 @@ def sample(image, models, seed: int = 0, index: int = 0,
 
 
 def make_model(kind: str, level: float, *, domain: str = "digital",
-               on: tuple[str, ...] = ("weights",), gdc: bool = True, registers: bool = False,
-               stuck_value: int | None = None):
+               on=DEFAULT_PARAMS, gdc: bool = True, registers: bool = False,
+               stuck_value: int | None = None, granularity: str = DEFAULT_GRANULARITY):
     """The model of sweep ``kind`` at ``level`` (zeta, seconds, rate or number of cores)."""
     if kind == "mismatch":
-        return Mismatch(float(level), tuple(on), domain)
+        return Mismatch(float(level), on, domain, granularity)
     if kind == "pcm":
         return PCM(float(level), gdc=gdc)
     if kind == "bitflip":
@@ -567,5 +668,6 @@ def make_model(kind: str, level: float, *, domain: str = "digital",
 
 __all__ = ["ChipInstance", "Mismatch", "PCM", "BitFlip", "StuckAt", "DeadCores", "sample",
            "make_model", "clean_instance", "parse_time", "format_time", "rng_for",
-           "quantize_weights", "pcm_sigma_prog", "pcm_nu_stats", "pcm_read_noise_factor",
+           "quantize_weights", "cell_params", "register_groups", "pcm_sigma_prog", "pcm_nu_stats",
+           "pcm_read_noise_factor",
            "pcm_drift_factor", "pcm_q_s", "register_widths"]

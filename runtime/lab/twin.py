@@ -516,8 +516,13 @@ class Twin(nn.Module):
             v = torch.clamp(v, min=-P["floor"])
         return v, s, stats
 
-    def forward(self, x: torch.Tensor, wvals: dict | None = None, return_state: bool = False):
-        """Run payload floats ``x`` [T, B, n_in]; returns scores [B, n_out] (and a TwinState)."""
+    def forward(self, x: torch.Tensor, wvals: dict | None = None, return_state: bool = False,
+                regs: dict | None = None):
+        """Run payload floats ``x`` [T, B, n_in]; returns scores [B, n_out] (and a TwinState).
+
+        ``regs``: optional differentiable register overrides ``{(layer, 'bias' | 'th'): tensor
+        [n]}`` (the adversarial-weight search of runtime.lab.sweep.worst_case); the readout
+        still uses the deployed thresholds."""
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(np.asarray(x))
         if x.dim() != 3 or x.shape[2] != self.n_in:
@@ -530,9 +535,23 @@ class Twin(nn.Module):
         counts = {name: torch.zeros(n, B, dtype=_F64) for name, n, _, _ in self._layers}
         stats = {name: None for name in self.layer_names}
         spikes = {name: [] for name in self.layer_names} if return_state else None
+        layers = self._layers
+        if regs:
+            known = {(name, k) for name in self.layer_names for k in ("bias", "th")}
+            bad = set(regs) - known
+            if bad:
+                raise SimulationError(f"twin register overrides {sorted(bad)} are not "
+                                      "(layer, 'bias' | 'th') of this twin")
+            layers = []
+            for name, n, srcs, P in self._layers:
+                P = dict(P)
+                for k in ("bias", "th"):
+                    if (name, k) in regs:
+                        P[k] = regs[(name, k)].to(_F64).reshape(n, 1)
+                layers.append((name, n, srcs, P))
         for t in range(T):
             act = {self.input_name: x[t].transpose(0, 1)}
-            for name, n, srcs, P in self._layers:
+            for name, n, srcs, P in layers:
                 cur = torch.zeros(n, B, dtype=_F64)
                 for s in srcs:
                     cur = cur + self._matmul(s, wvals, act[s.name])
@@ -554,9 +573,10 @@ class Twin(nn.Module):
                        counts={k: c.transpose(0, 1) for k, c in counts.items()})
         return scores, st
 
-    def logits(self, x: torch.Tensor, wvals: dict | None = None) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, wvals: dict | None = None,
+               regs: dict | None = None) -> torch.Tensor:
         """Scores in output-spike units (``scores / logit_unit``): what the attacks' CE sees."""
-        return self.forward(x, wvals) / self.logit_unit
+        return self.forward(x, wvals, regs=regs) / self.logit_unit
 
 
 # --------------------------------------------------------------------------------------------

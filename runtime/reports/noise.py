@@ -34,8 +34,11 @@ def text_report(res: dict) -> str:
         out += ["", f"{KIND_TITLES.get(k, k)}{(' (' + opts + ')') if opts else ''}, "
                     f"{rows[0]['n']} chip instances per level:", sweep_table(rows)]
     if res.get("worst_case"):
-        out += ["", "worst-case weights (PGA in the box zeta|w|) vs random mismatch of the same "
-                    "zeta (analog):"]
+        w0 = res["worst_case"][0]
+        box = " in" if w0.get("project", True) else ", not projected into,"
+        out += ["", f"worst-case {'+'.join(w0.get('params', ['weights']))} per "
+                    f"{w0.get('granularity', 'cell')} (PGA{box} the box zeta|x|) vs random "
+                    "mismatch of the same zeta (analog):"]
         out.append(table([[f"{w['zeta']:g}", _pct(w["accuracy"]), _pct(w["accuracy_digital"]),
                            _pct(w["random"]["mean"]), f"{100 * w['random']['std']:.2f}",
                            _pct(w["random"]["min"]), w["random"]["n"]]
@@ -54,8 +57,9 @@ def text_report(res: dict) -> str:
                          ["alpha", "mean CE", "mean acc"]))
     if res.get("certify"):
         c0 = res["certify"][0]
-        out += ["", f"certified accuracy (IBP over the weight box"
-                    f"{' and thresholds' if c0['thresholds'] else ''}, {c0['arithmetic']} chips):"]
+        kinds = c0.get("params") or (["weights", "threshold"] if c0["thresholds"] else ["weights"])
+        out += ["", f"certified accuracy (IBP over the box of {'+'.join(kinds)}, "
+                    f"{c0['arithmetic']} chips; sound for both granularities):"]
         out.append(table([[f"{c['zeta']:g}", _pct(c["certified"]), c["n_certified"], c["n"]]
                           for c in res["certify"]], ["zeta", "certified", "count", "n"]))
     if res.get("timing"):
@@ -81,7 +85,11 @@ def markdown_report(res: dict) -> str:
                   f"{_pct(r['min'])} | {r['n']} |" for r in rows]
         lines.append("")
     if res.get("worst_case"):
-        lines += ["## Worst-case weights", "", "| zeta | worst-case | worst (digital) | "
+        w0 = res["worst_case"][0]
+        lines += [f"## Worst-case {'+'.join(w0.get('params', ['weights']))} per "
+                  f"{w0.get('granularity', 'cell')}"
+                  f"{'' if w0.get('project', True) else ' (not projected)'}", "",
+                  "| zeta | worst-case | worst (digital) | "
                   "random mean | random std (pp) | random min |", "|---|---|---|---|---|---|"]
         lines += [f"| {w['zeta']:g} | {_pct(w['accuracy'])} | {_pct(w['accuracy_digital'])} | "
                   f"{_pct(w['random']['mean'])} | {100 * w['random']['std']:.2f} | "
@@ -92,7 +100,9 @@ def markdown_report(res: dict) -> str:
         lines += ["## Weight-loss landscape", "", f"sharpness {ls['sharpness']:.4f}, curvature "
                   f"{ls['curvature']:.4f} (clean CE {ls['loss_clean']:.4f})", ""]
     if res.get("certify"):
-        lines += ["## Certified accuracy (IBP)", "", "| zeta | certified | count |",
+        kinds = res["certify"][0].get("params") or ["weights"]
+        lines += [f"## Certified accuracy (IBP, box of {'+'.join(kinds)})", "",
+                  "| zeta | certified | count |",
                   "|---|---|---|"]
         lines += [f"| {c['zeta']:g} | {_pct(c['certified'])} | {c['n_certified']}/{c['n']} |"
                   for c in res["certify"]]

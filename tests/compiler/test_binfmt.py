@@ -41,6 +41,8 @@ EXPECTED = [
     ("in_route_base", "<u4"), ("in_rt_chip", "<u2"), ("in_rt_x", "u1"), ("in_rt_y", "u1"),
     ("in_rt_axon", "<u2"), ("in_rt_delay", "u1"), ("neu_index", "<u4"),
 ]
+# format 1.1: logical-layer descriptors (kinds 48-51)
+EXPECTED_OPS = [("op_table", "<i8"), ("op_weights", "i1"), ("op_index", "<u4"), ("op_info", "u1")]
 
 
 def sample_sections() -> dict:
@@ -88,13 +90,14 @@ def test_struct_sizes():
     assert struct.calcsize("<HHQQI") == 24  # kind, dtype, offset, nbytes, crc32
     assert binfmt.ALIGN == 64 and binfmt.SECTION_SIZE % binfmt.ALIGN == 0
     assert len(binfmt.MAGIC) == 8 and binfmt.MAGIC == b"\x93SNNB\r\n\x00"
-    assert binfmt.FORMAT_VERSION == (1, 0)
+    assert binfmt.FORMAT_VERSION == (1, 1)   # 1.1: logical-layer descriptors (op_*)
 
 
 def test_registry():
     assert [(n, dt) for n, (_, dt, _) in binfmt.SECTIONS.items()] == [
-        (n, np.dtype(d)) for n, d in EXPECTED]
-    assert [k for k, _, _ in binfmt.SECTIONS.values()] == list(range(1, len(EXPECTED) + 1))
+        (n, np.dtype(d)) for n, d in EXPECTED + EXPECTED_OPS]
+    assert [k for k, _, _ in binfmt.SECTIONS.values()] == (list(range(1, len(EXPECTED) + 1))
+                                                           + [48, 49, 50, 51])
     codes = {dt.str for dt in binfmt.DTYPES.values()}
     for name, (_, dt, desc) in binfmt.SECTIONS.items():
         assert dt.str in codes, name
@@ -200,7 +203,7 @@ def test_describe(sample):
     text = binfmt.describe(binfmt.read_bytes(sample))
     lines = text.splitlines()
     assert len(lines) == 1 + len(sample_sections())
-    assert "1.0" in lines[0] and DIGEST in lines[0]
+    assert "%d.%d" % binfmt.FORMAT_VERSION in lines[0] and DIGEST in lines[0]
     assert re.search(r"xbar\s+uint8\s+\(3, 7\)\s+21 B\s+crc32 0x[0-9a-f]{8}", text)
 
 
@@ -343,7 +346,7 @@ def test_other_major_version(version, hint):
     with pytest.raises(FormatVersionError) as ei:
         binfmt.read_bytes(buf)
     msg = str(ei.value)
-    assert f"{version[0]}.{version[1]}" in msg and "1.0" in msg and hint in msg
+    assert f"{version[0]}.{version[1]}" in msg and "1.x" in msg and hint in msg
     # the version is checked before the header CRC
     bad = bytearray(buf)
     bad[binfmt.HEADER_CRC_OFFSET] ^= 1

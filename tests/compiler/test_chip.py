@@ -15,6 +15,9 @@ def test_picore64_numbers():
     assert s.weight_range(8) == (-128, 127)
     assert s.membrane_range == (-(1 << 23), (1 << 23) - 1)
     assert s.lcn_for_fanin(1024) == 0 and s.lcn_for_fanin(1025) == 1 and s.lcn_for_fanin(5000) == 3
+    # LCN up to 64X (PAICORE's LCN_64X): 65536 axons and 1024 / (w * 64) neurons
+    assert s.max_lcn == 6 and s.axons_per_core(6) == 65536 and s.lcn_for_fanin(65536) == 6
+    assert [s.neurons_per_core(w, 6) for w in (1, 2, 4, 8)] == [16, 8, 4, 2]
 
 
 def test_load_builtin_and_files(tmp_path):

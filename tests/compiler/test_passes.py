@@ -215,3 +215,66 @@ def test_weight_out_of_range_names_layer_and_limit():
         bad.add(name, node, g.inputs(name))
     with pytest.raises(IRVerificationError, match=r"'n1'.*outside the 4-bit range \[-8, 7\]"):
         verify(bad, "quantized")
+
+
+def _pooled_fc(spec_lcn=1):
+    from compiler.ir import IF, Affine, AvgPool2d, Flatten, Input, Output
+    rng = np.random.default_rng(0)
+    g = Graph({"dt": 1.0})
+    g.add("input", Input((2, 8, 8)))
+    g.add("conv", Conv2d(rng.normal(0, 1, (8, 2, 3, 3)), np.zeros(8), padding=1), ["input"])
+    g.add("if1", IF(v_threshold=1.0), ["conv"])
+    g.add("pool", AvgPool2d(2, 2), ["if1"])
+    g.add("flat", Flatten(), ["pool"])
+    w = rng.choice([-1.0, 1.0], (6, 128))
+    g.add("fc", Affine(w, np.zeros(6)), ["flat"])
+    g.add("out", IF(v_threshold=1.0), ["fc"])
+    g.add("output", Output(), ["out"])
+    return g, dataclasses.replace(TINY, max_lcn=spec_lcn)
+
+
+def test_fan_in_error_names_the_composed_pool_and_the_fix():
+    g, spec = _pooled_fc()
+    with pytest.raises(CapacityError) as e:
+        compile_model(g, spec, chips=16)
+    msg = str(e.value)
+    assert "layer 'out'" in msg and "fan-in 512 > 128 axons per core (LCN 1 = 2X" in msg
+    assert "AvgPool 'pool' (2x2, stride 2)" in msg and "multiplying its fan-in by 4" in msg
+    assert "about 128 without it" in msg
+    assert "spiking layer after" in msg and "at most 128 inputs" in msg
+    assert e.value.resource == "axons" and e.value.needed == 512
+
+
+def test_estimate_before_tiling_and_partition_report():
+    from compiler.passes.partition import estimate
+    g = compile_model(make_convnet(c=(2, 8, 8)), TINY, chips="auto").graph
+    part = g.attrs["partition"]
+    assert set(part) == set(g.layers)
+    for name, d in part.items():
+        assert d["cores"] == sum(c.layer == name for c in g.attrs["cores"])
+        assert d["cores"] >= d["cores_lower_bound"] >= 1
+    assert g.attrs["chips"] == -(-len(g.attrs["cores"]) // TINY.cores_per_chip)
+    folded = compile_model(make_convnet(c=(2, 8, 8)), TINY, stop_after="calibrate").graph
+    est = estimate(folded, TINY)
+    assert {k: v["lcn"] for k, v in est["layers"].items()} == {
+        k: v["lcn"] for k, v in part.items()}
+    for k, v in est["layers"].items():
+        assert part[k]["cores_lower_bound"] <= v["cores"] <= 2 * part[k]["cores"]
+
+
+def test_route_limited_layer_is_reported():
+    """A layer feeding a wide fully connected layer is limited by route entries (each neuron
+    owns one entry per consumer core), not by its neurons per core: the report says so."""
+    from compiler.ir import IF, Affine, Input, Output
+    rng = np.random.default_rng(1)
+    spec = dataclasses.replace(TINY, route_entries=32, max_chips=64)
+    g = Graph({"dt": 1.0})
+    g.add("input", Input((16,)))
+    g.add("fc1", Affine(rng.normal(0, 1, (256, 16)), np.zeros(256)), ["input"])
+    g.add("h", IF(v_threshold=1.0), ["fc1"])
+    g.add("fc2", Affine(rng.choice([-1.0, 1.0], (40, 256)), np.zeros(40)), ["h"])
+    g.add("o", IF(v_threshold=1.0), ["fc2"])
+    g.add("output", Output(), ["o"])
+    part = compile_model(g, spec, bits=8, chips="auto").graph.attrs["partition"]
+    assert part["h"]["limit"] == "route entries" and part["h"]["cores"] > part["h"][
+        "cores_lower_bound"]

@@ -97,6 +97,19 @@ def test_dump_and_stop_after(mlp_onnx, tmp_path):
     assert (tmp_path / "after-route.txt").read_text().startswith("// stage: routed")
     est = json.loads(run("snnc", "compile", mlp_onnx, "--estimate", "--json").stdout)
     assert est["cores_used"] >= 2 and est["chips_needed"] == 1
+    assert est["estimate"]["chips"] == 1 and set(est["estimate"]["layers"]) == set(
+        est["partition"])
+    text = run("snnc", "compile", mlp_onnx, "--estimate").stdout
+    # the fast per-layer estimate is printed before the tiling's exact table
+    assert text.index("estimate (before tiling)") < text.index("partitioned:")
+    assert "limited by" in text and "ceil(n/npc)" in text
+
+
+def test_inspect_reports_cores_vs_ceil_sum(chip):
+    d = json.loads(run("snnc", "inspect", chip, "--json").stdout)
+    assert d["cores_lower_bound"] == sum(L["cores_lower_bound"] for L in d["layers"])
+    assert d["cores_used"] >= d["cores_lower_bound"] and d["cores_ratio"] >= 1.0
+    assert "vs sum of ceil(neurons / neurons-per-core)" in run("snnc", "inspect", chip).stdout
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -162,3 +162,51 @@ def test_cuda_matches_cpu_closely():
     Trainer(b, _cfg(epochs=2, device="cuda")).fit(x, y)
     for (k, va), vb in zip(a.state_dict().items(), b.cpu().state_dict().values()):
         torch.testing.assert_close(va, vb, rtol=1e-3, atol=1e-3, msg=k)
+
+
+# --- one parameter-set definition with the chip evaluation (compiler/params.py) -------------
+def test_perturbable_uses_the_chip_default_parameter_set():
+    from compiler.params import DEFAULT_PARAMS
+    m = _model()
+    names = [n for n, _ in perturbable(m)]
+    assert DEFAULT_PARAMS == ("weights", "bias")
+    assert names == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    assert [n for n, _ in perturbable(m, "weights")] == ["fc1.weight", "fc2.weight"]
+    th = [n for n, _ in perturbable(m, "weights,threshold")]
+    assert th == ["fc1.weight", "if1.v_threshold", "fc2.weight", "out.v_threshold"]
+    lif = nn.Sequential(nn.Linear(4, 3), native.LIF(beta=0.9))
+    assert [n for n, _ in perturbable(lif, ["leak"])] == ["1.beta"]
+    with pytest.raises(ValueError, match="unknown parameter kind"):
+        perturbable(m, "gain")
+    # the chip evaluation reads the same definition
+    from runtime.lab import noise
+    assert noise.Mismatch(0.1).on == DEFAULT_PARAMS
+
+
+def test_adversarial_weights_on_thresholds_restores_the_buffers():
+    x, y = _data(16)
+    m = _model()
+    ctx = StepContext(m, torch.from_numpy(x), torch.from_numpy(y),
+                      lambda xb: native.run_scores(m, native.direct(xb, 4)),
+                      torch.nn.functional.cross_entropy)
+    th0 = m.if1.v_threshold.clone()
+    aw = AdversarialWeights(zeta=0.2, beta=0.25, steps=2, include="weights,bias,threshold")
+    params = perturbable(m, aw.include)
+    with torch.no_grad():
+        clean = ctx.forward(ctx.x)
+    star, _, radius = aw.attack(ctx, [p for _, p in params], clean)
+    moved = {n: float((s - p.detach()).abs().max()) for (n, p), s in zip(params, star)}
+    assert moved["if1.v_threshold"] > 0                 # the threshold is attacked too
+    aw(ctx)
+    assert torch.equal(m.if1.v_threshold, th0) and not m.if1.v_threshold.requires_grad
+    assert m.if1.v_threshold.grad is None and m.fc1.weight.grad is not None
+
+
+def test_training_presets():
+    from frontends.training.robust import from_preset
+    assert from_preset("awp", "buechel").pga.steps == 10
+    assert AWP().pga.steps == 3                          # ours, listed in docs/robustness.md
+    assert from_preset("adversarial-weights", "buechel", zeta=0.3).zeta == 0.3
+    assert from_preset("input-adversarial", "torchattacks").alpha == pytest.approx(2 / 255)
+    with pytest.raises(ValueError, match="no reference values"):
+        from_preset("standard", "buechel")

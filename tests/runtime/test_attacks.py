@@ -182,7 +182,8 @@ def test_cli_attack_json_contract(tmp_path):
     compile_model(make_convnet(seed=1), PICORE64, bits=8).write(small)   # 5 outputs
     r = CliRunner().invoke(main_run, [str(small), "--data", "digits", "--limit", "12",
                                       "--attack", "fgsm"])
-    assert r.exit_code != 0 and "outputs" in str(r.exception)
+    # digits labels 0..9 against 5 output classes: refused before any attack runs
+    assert r.exit_code != 0 and "5 output classes" in str(r.exception)
 
 
 def test_cli_compare(tmp_path):

@@ -143,3 +143,33 @@ def test_cli_certify(tmp_path):
     d = json.loads(r.output)
     assert "sweep" in d and [c["zeta"] for c in d["certify"]] == [0.0, 1e-4, 0.05]
     assert d["certify"][0]["certified"] <= d["clean_accuracy"]
+
+
+@given(net=random_net(), zeta=st.sampled_from([0.05, 0.3]),
+       gran=st.sampled_from(["cell", "parameter"]))
+@settings(max_examples=8, deadline=None)
+def test_bias_box_is_sound_for_both_granularities(net, zeta, gran):
+    """Chips whose weights AND biases carry mismatch (per cell or per trained parameter,
+    |N| clipped to 1) stay inside the bounds of params=('weights', 'bias')."""
+    g, seed = net
+    img = image_of(g, bits=4)
+    p = payloads_for(img, 5, 6, seed, True)
+    y = run_payloads(img, p).predictions
+    rows = certify.certify(img, p, y, [zeta], arithmetic="both", params=("weights", "bias"),
+                           granularity=gran)
+    assert rows[0]["params"] == ["weights", "bias"] and rows[0]["granularity"] == gran
+    b = certify.bounds(img, p, zeta, arithmetic="both", params=("weights", "bias"))
+    w_only = certify.bounds(img, p, zeta, arithmetic="both", params=("weights",))
+    assert np.all(b.lower <= w_only.lower + 1e-9) and np.all(b.upper >= w_only.upper - 1e-9)
+    cert = b.certified(y)
+    for i in range(3):
+        m = noise.Mismatch(zeta, ("weights", "bias"), "analog", gran)
+        n_w, _, _, n_b = m.draws(img, noise._layout(img).wrow.size, seed, i)
+        lay = noise._layout(img)
+        w = lay.wrow.astype(np.float64)
+        b0 = lay.regs.bias.astype(np.float64)
+        inst = noise.ChipInstance(w * (1 + zeta * np.clip(n_w, -1, 1)),
+                                  {"bias": b0 * (1 + zeta * np.clip(n_b, -1, 1))}, True, "s")
+        r = run_payloads(img, p, instance=inst, workers=2)
+        assert np.all(r.scores >= b.lower) and np.all(r.scores <= b.upper)
+        assert np.all(r.predictions[cert] == y[cert])

@@ -127,7 +127,7 @@ def _phase_recursion(x: float, K: int) -> list[int]:
     for i in range(K):
         s = 1 if r >= 2.0 ** -(i + 1) else 0
         r -= 2.0 ** -(i + 1) * s
-        out.append(s * 2 ** (K - 1 - i))
+        out.append(s * 2 ** (7 - i))      # weight 2^-(i+1) on the 8-bit scale, any K
     return out
 
 
@@ -138,7 +138,10 @@ def test_phase_matches_recursion_and_sum_identity(x, K, T):
     p = E.phase(x, T, K=K)
     per = E.phase(x, K, K=K).astype(np.int64)
     q = np.minimum(np.floor(x * 2 ** K), 2 ** K - 1)
-    np.testing.assert_array_equal(per.sum(axis=0), q)  # one period delivers floor(2^K x)
+    # one period delivers 2^(8-K) floor(2^K x): the magnitude of x whatever K
+    np.testing.assert_array_equal(per.sum(axis=0), q * 2 ** (8 - K))
+    assert np.all(np.abs(per.sum(axis=0) - 256 * np.minimum(x, 1 - 2.0 ** -K))
+                  <= 2 ** (8 - K))
     np.testing.assert_array_equal(E.phase_levels(x, K), q)
     for t in range(T):
         np.testing.assert_array_equal(p[t], per[t % K])  # period K
@@ -150,7 +153,11 @@ def test_phase_matches_recursion_and_sum_identity(x, K, T):
 def test_phase_clips_one_and_defaults():
     p = E.encode("phase", np.ones((1, 1)), 8)
     assert p[:, 0, 0].tolist() == [128, 64, 32, 16, 8, 4, 2, 1]  # 1 -> 1 - 2^-8
-    assert E.phase(np.full((1, 1), 0.5), 3, K=4)[:, 0, 0].tolist() == [8, 0, 0]  # T < K
+    assert E.phase(np.full((1, 1), 0.5), 3, K=4)[:, 0, 0].tolist() == [128, 0, 0]  # T < K
+    # K = 4 delivers the magnitude of K = 8 up to the 4-bit quantisation (not 2^4/255 of it)
+    x = np.array([[0.3, 0.75, 0.9]])
+    s4, s8 = E.phase(x, 4, K=4).sum(0), E.phase(x, 8, K=8).sum(0)
+    assert np.all(np.abs(s4.astype(int) - s8.astype(int)) < 16)
 
 
 # ---------------------------------------------------------------- latency
@@ -227,7 +234,7 @@ def test_ste_gains():
     assert E.ste_gain("direct", 8) == 1.0
     assert E.ste_gain("rate", 8) == 1.0
     assert E.ste_gain("phase", 8) == 256 / (255 * 8)
-    assert E.ste_gain("phase", 8, K=4) == 16 / (255 * 4)
+    assert E.ste_gain("phase", 8, K=4) == 256 / (255 * 4)
     assert E.ste_gain("latency", 8) == 1 / 8
     assert E.ste_gain("latency-log", 4) == 1 / 4
 

@@ -253,8 +253,10 @@ def test_analog_leak_mismatch_is_real_valued(mlp):
 
 
 def test_mismatch_rejects_bad_options():
-    with pytest.raises(SimulationError, match="unknown targets"):
-        noise.Mismatch(0.1, ("bias",))
+    with pytest.raises(SimulationError, match="unknown parameter kind 'gain'"):
+        noise.Mismatch(0.1, ("gain",))
+    with pytest.raises(SimulationError, match="granularity"):
+        noise.Mismatch(0.1, granularity="device")
     with pytest.raises(SimulationError, match="domain"):
         noise.Mismatch(0.1, domain="quantum")
 
@@ -405,3 +407,150 @@ def test_cli_several_kinds_table_and_plots(chip_file, tmp_path):
         assert (tmp_path / "rep" / f).exists(), f
     d = json.loads((tmp_path / "rep" / "robustness.json").read_text())
     assert {r["kind"] for r in d["sweep"]} == {"pcm", "bitflip", "stuck-at", "dead-cores"}
+
+
+# --- granularity and parameter kinds (compiler/params.py, issue 15) -------------------------
+def test_parameter_granularity_cells_holding_one_parameter_share_one_draw(conv):
+    cp = noise.cell_params(conv)
+    w = noise.clean_instance(conv).wrow.astype(np.float64)
+    assert cp.shape == w.shape and np.all(w[cp < 0] == 0)
+    np.testing.assert_array_equal(conv.param_values()[cp[cp >= 0]], w[cp >= 0])
+    m = noise.Mismatch(0.3, ("weights",), "analog", granularity="parameter")
+    a = noise.sample(conv, m, 5, 2).wrow
+    c = noise.sample(conv, noise.Mismatch(0.3, ("weights",), "analog"), 5, 2).wrow
+    np.testing.assert_array_equal(a, noise.sample(conv, m, 5, 2).wrow)     # deterministic
+    ids, counts = np.unique(cp[(cp >= 0) & (w != 0)], return_counts=True)
+    assert counts.max() >= 10                  # conv kernel elements sit on many cells
+    shared = 0
+    for p in ids[counts > 1]:
+        cells = np.flatnonzero(cp == p)
+        assert np.unique(a[cells]).size == 1   # one draw per trained parameter
+        shared += np.unique(c[cells]).size > 1     # per cell: independent copies
+    assert shared == int((counts > 1).sum())
+    # the factor (1 + zeta N) differs between parameters
+    assert np.unique(np.round(a[cp >= 0][w[cp >= 0] != 0] / w[cp >= 0][w[cp >= 0] != 0],
+                              12)).size > 10
+
+
+def test_bias_moves_only_when_selected(conv):
+    b0 = noise._layout(conv).regs.bias.astype(np.float64)
+    assert np.count_nonzero(b0) > 5
+    w_only = noise.sample(conv, noise.Mismatch(0.3, ("weights",), "analog"), 0, 0)
+    assert "bias" not in w_only.regs
+    for gran in ("cell", "parameter"):
+        inst = noise.sample(conv, noise.Mismatch(0.3, ("bias",), "analog", gran), 0, 0)
+        np.testing.assert_array_equal(inst.wrow, noise.clean_instance(conv).wrow)
+        b = inst.regs["bias"]
+        nz = b0 != 0
+        assert np.all(b[~nz] == 0) and np.all(b[nz] != b0[nz])
+        grp = noise.register_groups(conv)
+        ratios = {}
+        for g_, r in zip(grp[nz], b[nz] / b0[nz]):
+            ratios.setdefault(int(g_), set()).add(round(float(r), 12))
+        multi = [v for v in ratios.values()]
+        if gran == "parameter":                  # one draw per (layer, channel)
+            assert all(len(v) == 1 for v in multi)
+        else:
+            assert any(len(v) > 1 for v in multi)
+    d = noise.sample(conv, noise.Mismatch(2.0, ("bias",)), 0, 0).regs["bias"]
+    lo, hi = conv.spec.bias_range
+    assert d.dtype == np.int64 and d.min() >= lo and d.max() <= hi
+    # the default parameter set (compiler.params.DEFAULT_PARAMS) includes the biases
+    assert "bias" in noise.sample(conv, noise.Mismatch(0.3), 0, 0).regs
+
+
+def test_parameter_granularity_needs_descriptors():
+    prog = compile_model(make_mlp((8, 6, 3), seed=2), PICORE64, bits=4)
+    secs = {k: v for k, v in prog.sections().items() if not k.startswith("op_")}
+    old = from_sections(secs, prog.spec.digest())
+    assert not old.has_ops
+    with pytest.raises(SimulationError, match="descriptors"):
+        noise.sample(old, noise.Mismatch(0.1, granularity="parameter"), 0, 0)
+    noise.sample(old, noise.Mismatch(0.1), 0, 0)           # per cell needs no map
+
+
+def test_old_target_spellings_are_aliases():
+    assert noise.Mismatch(0.1, ("weights", "thresholds", "leaks")).on == \
+        ("weights", "threshold", "leak")
+    assert noise.Mismatch(0.1, "all").on == ("weights", "bias", "threshold", "leak")
+
+
+def test_worst_case_per_parameter_moves_shared_values_and_biases(conv):
+    from runtime.lab.sweep import worst_case
+    p = payloads_for(conv, B=8, seed=2)
+    y = run_payloads(conv, p).predictions
+    z = 0.2
+    wc = worst_case(conv, p, y, z, steps=2, seed=0, keep_instance=True,
+                    params=("weights", "bias"), granularity="parameter")
+    assert wc["params"] == ["weights", "bias"] and wc["granularity"] == "parameter"
+    inst = wc["instance"]
+    w = noise.clean_instance(conv).wrow.astype(np.float64)
+    cp = noise.cell_params(conv)
+    nz = (cp >= 0) & (w != 0)
+    assert np.all(np.abs(inst.wrow - w) <= z * np.abs(w) + 1e-9)     # projected into the box
+    ratio = inst.wrow[nz] / w[nz]
+    for pid in np.unique(cp[nz])[:200]:            # one perturbation per trained parameter
+        assert np.ptp(ratio[cp[nz] == pid]) < 1e-12
+    b0 = noise._layout(conv).regs.bias.astype(np.float64)
+    assert np.any(inst.regs["bias"][b0 != 0] != b0[b0 != 0])          # biases moved
+    assert np.all(np.abs(inst.regs["bias"] - b0) <= z * np.abs(b0) + 1e-9)
+    free = worst_case(conv, p, y, z, steps=2, seed=0, keep_instance=True, params=("weights",),
+                      project=False)
+    assert not free["project"] and "bias" not in free["instance"].regs
+
+
+def test_cli_contract_granularity_parameter(chip_file):
+    d = json.loads(_snnrun([chip_file, "--data", "digits", "--limit", "20", "--mismatch", "0.5",
+                            "--mismatch-granularity", "parameter", "--samples", "2", "--json"]))
+    row = d["sweep"][0]
+    assert row["granularity"] == "parameter" and row["params"] == ["weights", "bias"]
+    assert d["mismatch"] == {"granularity": "parameter", "params": ["weights", "bias"],
+                             "domain": "digital"}
+    old = json.loads(_snnrun([chip_file, "--data", "digits", "--limit", "20", "--mismatch", "0.5",
+                              "--mismatch-on", "weights,thresholds", "--samples", "2", "--json"]))
+    assert old["sweep"][0]["params"] == ["weights", "threshold"]
+    assert old["sweep"][0]["granularity"] == "cell"
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-c", "from runtime.cli import main; main()", chip_file,
+                        "--limit", "5",
+                        "--mismatch", "0.1", "--mismatch-params", "weights,gain"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "unknown parameter kind 'gain'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_presets_set_the_reference_values(chip_file, monkeypatch):
+    import runtime.cli.attack as cli_attack
+    import runtime.cli.noise as cli_noise
+    from compiler.params import PRESETS
+    seen = {}
+
+    def grab(ctx):
+        seen.clear()
+        seen.update(ctx.params)
+    monkeypatch.setattr(cli_noise, "main_noise", grab)
+    monkeypatch.setattr(cli_attack, "main_attack", grab)
+    _snnrun([chip_file, "--limit", "5", "--mismatch", "0.5", "--preset", "buechel"])
+    assert seen["mismatch_granularity"] == "parameter" and seen["mismatch_domain"] == "analog"
+    assert seen["mismatch_params"] == "weights,bias" and seen["worst_case_projection"] is False
+    _snnrun([chip_file, "--limit", "5", "--attack", "pgd", "--preset", "torchattacks"])
+    assert seen["alpha"] == pytest.approx(2 / 255) and seen["steps"] == 10
+    _snnrun([chip_file, "--limit", "5", "--attack", "sda", "--preset", "pdsg"])
+    assert seen["sda_iters"] == 500 and seen["surrogate"] == "pdsg"
+    # an explicit option wins over the preset
+    _snnrun([chip_file, "--limit", "5", "--attack", "pgd", "--preset", "torchattacks",
+             "--alpha", "0.01"])
+    assert seen["alpha"] == 0.01
+    _snnrun([chip_file, "--limit", "5", "--mismatch", "0.5", "--preset", "buechel",
+             "--mismatch-granularity", "cell"])
+    assert seen["mismatch_granularity"] == "cell"
+    assert set(PRESETS) == {"buechel", "torchattacks", "pdsg"}
+
+
+def test_docs_list_every_reference_default():
+    from pathlib import Path
+
+    from compiler.params import defaults_table
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "robustness.md").read_text()
+    assert defaults_table() in doc, "docs/robustness.md: regenerate the Defaults table"

@@ -118,3 +118,30 @@ def test_unmap_matrices_equal_compiled():
             assert s1 == s2
             diff = sp.csr_matrix(m1, dtype=np.int64) - sp.csr_matrix(m2, dtype=np.int64)
             assert abs(diff).sum() == 0
+
+
+@pytest.mark.parametrize("fan_in,bits,lcn", [(9000, 8, 4), (20000, 4, 5), (65536, 2, 6)])
+def test_wide_fan_in_lcn_up_to_64x_bit_exact(fan_in, bits, lcn):
+    """picore64 reads a core as up to 64 x 1024 axons (LCN 6): the partitioner picks the
+    smallest LCN that holds the fan-in, emit lays the 2**LCN row blocks side by side, and the
+    runtime decodes them bit-exactly (axon indices reach 65535, the top of u16)."""
+    rng = np.random.default_rng(fan_in)
+    g = Graph()
+    g.add("input", Input((fan_in,)))
+    n = 3 * PICORE64.neurons_per_core(bits, lcn) - 1
+    # |w| in [0.6, 1]: every weight survives 2-bit quantization, so the fan-in is all inputs
+    w = rng.choice([-1.0, 1.0], (n, fan_in)) * rng.uniform(0.6, 1.0, (n, fan_in))
+    g.add("fc", Affine(w, np.zeros(n)), ["input"])
+    g.add("h", IF(v_threshold=8.0), ["fc"])
+    g.add("fc2", Affine(rng.normal(0, .5, (4, n)), np.zeros(4)), ["h"])
+    g.add("o", IF(v_threshold=1.0), ["fc2"])
+    g.add("output", Output(), ["o"])
+    prog = compile_model(g, PICORE64, bits=bits)
+    cores = [c for c in prog.graph.attrs["cores"] if c.layer == "h"]
+    assert {c.lcn for c in cores} == {lcn} and len(cores) == 3
+    assert max(c.n_axons for c in cores) == fan_in
+    img = image_of(prog)
+    assert set(img.a["core_lcn"][img.layers[0]["cores"]].tolist()) == {lcn}
+    p = rng.integers(0, 256, (3, 2, fan_in)).astype(np.uint8)
+    r = assert_bit_exact(img, p, prog)
+    assert r.out_counts.sum() >= 0 and r.counts_all[:, img.layer_neurons(0)].sum() > 0
