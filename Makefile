@@ -18,7 +18,9 @@ $(PY):
 
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PIP) install --quiet "$(TORCH_SPEC)"
-	$(PIP) install --quiet -e ".[dev,bench]" --config-settings editable_mode=compat
+	# compat mode: a plain .pth with the checkout (PYTHONPATH can shadow it); PYTHONWARNINGS
+	# hides setuptools' "compat editable mode will be removed" banner
+	PYTHONWARNINGS=ignore $(PIP) install --quiet -e ".[dev,bench]" --config-settings editable_mode=compat
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -30,6 +32,12 @@ demo: $(STAMP)
 	$(VENV)/bin/snnc inspect out/chip.bin
 	$(VENV)/bin/snnrun out/chip.bin --data digits --check
 	$(VENV)/bin/snnc verify examples/digits/model.onnx out/chip.bin --data digits
+	@echo ""
+	@echo "What next (docs/user-guide.md):"
+	@echo "  device noise:   $(VENV)/bin/snnrun out/chip.bin --mismatch 0.1,0.3 --report out/noise --plots"
+	@echo "  attacks:        $(VENV)/bin/snnrun out/chip.bin --attack fgsm --eps 4/255,8/255 --report out/attack --plots"
+	@echo "  paper tables:   $(VENV)/bin/snnrun compare --model examples/digits/model.onnx --bits 8,4 --report out/compare --plots"
+	@echo "  your own model: docs/training.md (train, QAT, export) -> snnc compile model.onnx -o chip.bin"
 
 test: $(STAMP)
 	$(PY) -m pytest -n $(JOBS) --dist loadfile

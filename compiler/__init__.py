@@ -99,6 +99,9 @@ def compile_model(model, spec: ChipSpec = PICORE64, *, bits: int | str = 8,
         timesteps, encoding: defaults written into the image (the runtime may override).
         seed: placement seed. strict: fail instead of warning on a silent layer.
         source: where the graph came from ({'path', 'sha256'}), written into the image.
+        progress: True for a progress bar over the passes on stderr (compiler/progress.py:
+            tqdm on a terminal, periodic lines elsewhere, silent when quiet), or a callback
+            ``(name, i, n, seconds, graph)`` after each pass (the CLI's lines).
         keep_float: keep the lowered float graph in ``history`` (False frees it after
             calibrate, the peak-memory saving for seed-size networks; Program.float_graph
             recomputes it on demand).

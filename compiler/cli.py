@@ -17,6 +17,8 @@ from compiler.cliutil import (
     check_output,
     debug_option,
     echo_json,
+    nir_options,
+    quiet_option,
     run_cli,
     table,
 )
@@ -85,7 +87,7 @@ def _method_graph(method, model, shape, maxpool, calib, calib_limit, timesteps, 
     graph, info = convert_method(ann, x, method, timesteps, y, threshold=threshold,
                                  per_channel_threshold=threshold_per_channel, spec=spec,
                                  bits=bits, per_channel=per_channel, clip=clip, epochs=epochs,
-                                 seed=seed, progress=lambda m: click.echo(m, err=True))
+                                 seed=seed, progress=_note)
     if method != "dual-phase":
         return graph
     best = next(c for c in info["checkpoints"] if c["stage"] == info["best"])
@@ -97,6 +99,7 @@ def _method_graph(method, model, shape, maxpool, calib, calib_limit, timesteps, 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="snnc", message="%(prog)s %(version)s")
 @debug_option
+@quiet_option
 @click.option("-v", "--verbose", count=True, help="Log pass timings (-v) and details (-vv).")
 def cli(debug: bool, verbose: int) -> None:
     """snnc: compile spiking neural networks for a PIcore-like 64-core neuromorphic chip."""
@@ -127,24 +130,7 @@ def _conversion_options(f):
     return f
 
 
-def _nir_options(f, dt: bool = True):
-    """NIR import options (frontends/nir/)."""
-    opts = [
-        click.option("--dt", default=None, type=FiniteFloat(positive=True),
-                     help="NIR: time step (default: the file's metadata or the convention's)."),
-    ] if dt else []
-    opts += [
-        click.option("--nir-convention", default=None,
-                     type=click.Choice(["nir", "snnc", "snntorch", "snntorch-zero", "norse",
-                                        "sinabs", "rockpool", "spyx", "spyx-0", "lava"]),
-                     help="NIR: the framework that wrote the file (reset, spike predicate, dt)."),
-        click.option("--cubalif", default="error", show_default=True,
-                     type=click.Choice(["error", "lif"]),
-                     help="NIR CubaLIF: refuse, or drop the synaptic filter (lossy)."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+_nir_options = nir_options   # (compiler/cliutil.py; shared with snnrun)
 
 
 def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict,
@@ -231,8 +217,7 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
 
     if not output and not estimate and not stop_after:
         raise click.UsageError("missing -o/--output (or use --estimate / --stop-after)")
-    if not Path(model).is_file():
-        raise SnnError(f"model file '{model}' not found")
+    _model_exists(model)
     check_output(output, model)
     check_output(save_snn, model, output, option="--save-snn")
     spec = _spec(chip)
@@ -272,6 +257,9 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         else:
             click.echo(f"// ===== after {name} =====\n{text}")
 
+    bits, per_channel, clip, encoding, timesteps = _training_defaults(
+        model_in, model, dict(bits=bits, per_channel=per_channel, clip=clip, encoding=encoding,
+                              timesteps=timesteps), as_json)
     chips = _chips(chips)
     nir_info = _nir_declared(model_in)
     if source is not None and nir_info:
@@ -289,7 +277,8 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
                 click.echo(f"snnc: estimate before tiling: about {fast['cores']} cores on "
                            f"{fast['chips']} chip(s)", err=True)
 
-    progress = _Progress(quiet or as_json and not estimate)
+    from compiler.progress import quiet as _quiet_all
+    progress = _Progress(quiet or _quiet_all() or as_json and not estimate)
     if estimate:
         stop_after = "partition"
     try:
@@ -303,6 +292,9 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
         progress.close()
     summary = prog.summary()
     report = _report(prog, summary)
+    from runtime.lab.honesty import quant_warnings
+    report["warnings"] = quant_warnings(report["layers"])
+    report["training"] = dict(prog.graph.attrs.get("training") or {})
     if nir_info:
         report["nir"] = nir_info
     if estimate:
@@ -323,13 +315,59 @@ def compile(model, output, chip, bits, per_channel, clip, auto_sqnr, chips, cali
     if output:
         prog.write(output)
     if as_json:
+        from runtime.reports.provenance import provenance
         report["output"] = output
+        report["provenance"] = provenance(image_path=output, model_path=model,
+                                          seeds={"placement": seed}, engine="compiler")
         echo_json(report)
         return
+    for w in report["warnings"]:
+        click.echo(f"warning: {w}", err=True)
     click.echo(f"wrote {output}: {summary['cores_used']} cores on {prog.graph.attrs['chips']} "
                f"chip(s), latency L = {summary['latency_ticks']} ticks")
     _echo_nir(nir_info)
     click.echo(_quant_table(report))
+
+
+def _note(msg: str) -> None:
+    """A progress line on stderr (silenced by -q/--quiet, compiler/progress.py)."""
+    from compiler.progress import note
+    note(msg)
+
+
+def _model_exists(model) -> None:
+    if not Path(model).is_file():
+        near = sorted(p.name for p in Path(model).parent.glob("*")
+                      if p.suffix.lower() in (".onnx", ".nir"))[:5] \
+            if Path(model).parent.is_dir() else []
+        raise SnnError(f"model file '{model}' not found",
+                       "check the path" + (f"; model files next to it: {', '.join(near)}"
+                                           if near else "")
+                       + " (snnc reads .onnx and .nir; export PyTorch models with "
+                         "snnc.export_onnx)")
+
+
+def _training_defaults(model_in, model, given: dict, quiet: bool):
+    """The model's training record (QAT export) as defaults; explicit conflicting options are
+    refused (compiler/training_record.py)."""
+    from click.core import ParameterSource
+
+    from compiler import training_record
+    rec = (getattr(model_in, "attrs", None) or {}).get("training")
+    out = dict(given)
+    if rec:
+        ctx = click.get_current_context()
+        explicit = {k for k in given if ctx.get_parameter_source(k) in
+                    (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+        g = dict(given, bits=_bits(given["bits"]))
+        out = training_record.resolve(rec, g, explicit, where=f"{Path(model).name}")
+        used = {k: rec[k] for k in training_record.KEYS if k in rec and k not in explicit}
+        if used and not quiet:
+            click.echo("using the model's training record: "
+                       + ", ".join(f"{training_record.OPTION[k]} {v}" for k, v in used.items()),
+                       err=True)
+    return (str(out["bits"]), out["per_channel"], out["clip"], out["encoding"],
+            int(out["timesteps"]))
 
 
 def _nir_declared(model_in) -> dict | None:
@@ -469,6 +507,10 @@ def inspect(image, as_json, debug):
              c["route_entries"]] for i, c in enumerate(info["per_core"])]
     click.echo(table(rows, ["core", "layer", "chip:(x,y)", "neurons", "axons", "w", "LCN",
                             "synapse bits", "util", "routes"]))
+    click.echo("\nL: ticks a spike needs through the layer pipeline (T steps run T + L ticks); "
+               "depth: pipeline stage;\nw: weight bits; LCN: fan-in extension (a core reads "
+               "1024*2^LCN axons, 1024/2^LCN columns);\nutil: synapse bits used / crossbar "
+               "bits; routes: routing-table entries of the core's neurons (docs/chip.md)")
 
 
 def inspect_image(img) -> dict:
@@ -527,12 +569,18 @@ def inspect_image(img) -> dict:
 @click.option("--batch", default=128, show_default=True, type=POSITIVE)
 @click.option("--json", "as_json", is_flag=True)
 @_nir_options
+@quiet_option
 @debug_option
 def verify(model, image, data, limit, timesteps, batch, as_json, dt, nir_convention, cubalif,
            debug):
     """Trained vs deployed: float model, quantized reference and chip runtime on DATA."""
+    _model_exists(model)
     res = verify_model(model, image, data, limit, timesteps, batch,
                        nir_opts=dict(dt=dt, nir_convention=nir_convention, cubalif=cubalif))
+    from runtime.reports.provenance import provenance
+    res["provenance"] = provenance(image_path=image, model_path=model,
+                                   seeds={"encoding": "batch start index"},
+                                   extra={"data": data})
     if as_json:
         echo_json(res)
         return
@@ -586,6 +634,8 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
     ig = img.unmap()
     x = ds.x.reshape(len(ds.x), -1)
     pf, pq, pr, exact, first = [], [], [], True, None
+    from compiler.progress import bar
+    pb = bar(len(x), "verify", unit="sample")
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
         p = enc.encode(name, xb, T, seed=i)
@@ -599,8 +649,13 @@ def verify_model(model, image_path, data="digits", limit=None, timesteps=None,
         ok, div = check_bit_exact(img, p, rr, rq)
         if not ok and exact:
             exact, first = False, dict(div, sample=i + div["sample"])
+        pb.update(len(xb))
+    pb.close()
     pf, pq, pr = (np.concatenate(v) for v in (pf, pq, pr))
     y = ds.y
+    from runtime.lab.honesty import result_warnings
+    warnings += result_warnings(img, clean_accuracy=float(np.mean(pr == y)), n=int(len(y)),
+                                encoding=name, what="chip runtime accuracy")
     return {
         "data": data, "n": int(len(y)), "timesteps": T, "encoding": name,
         "float_accuracy": float(np.mean(pf == y)), "quantized_accuracy": float(np.mean(pq == y)),
@@ -647,6 +702,7 @@ def _run_chip(prog, payloads):
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="--methods: write convert-report.{md,json,png} into this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@quiet_option
 @debug_option
 def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits, per_channel,
                    clip, input_shape, use_runtime, maxpool, threshold, threshold_per_channel,
@@ -692,6 +748,8 @@ def convert_report(model, calib, calib_limit, data, limit, timesteps, chip, bits
                  per_channel=threshold_per_channel,
                  v_init=v_init, calibrate_vinit=calibrate_vinit)
     res["data"] = data
+    from runtime.reports.provenance import provenance
+    res["provenance"] = provenance(model_path=model, extra={"data": data})
     if as_json:
         echo_json(res)
         return
@@ -728,7 +786,7 @@ def _methods_report(model, ann, ds, data, calib, calib_limit, methods, ts, spec,
                          per_channel=per_channel, clip=clip, threshold=threshold,
                          per_channel_threshold=threshold_per_channel, epochs=epochs, seed=seed,
                          run_chip=_run_chip,
-                         progress=None if as_json else lambda m: click.echo(m, err=True))
+                         progress=None if as_json else _note)
     res["data"] = data
     head = ["method"] + [f"T={T}" for T in ts]
     rows = [[m] + [f"{100 * r['runtime_accuracy']:.2f}%" for T in ts for r in res["rows"]

@@ -163,3 +163,44 @@ def table(rows: list[list], header: list[str]) -> str:
 
 def debug_option(f):
     return click.option("--debug", is_flag=True, help="Show tracebacks on errors.")(f)
+
+
+NIR_CONVENTIONS = ["nir", "snnc", "snntorch", "snntorch-zero", "norse", "sinabs", "rockpool",
+                   "spyx", "spyx-0", "lava"]
+
+
+def nir_options(f, dt: bool = True):
+    """NIR import options (frontends/nir/) for every command that accepts a model file."""
+    opts = [
+        click.option("--dt", default=None, type=FiniteFloat(positive=True),
+                     help="NIR: time step (default: the file's metadata or the convention's)."),
+    ] if dt else []
+    opts += [
+        click.option("--nir-convention", default=None, type=click.Choice(NIR_CONVENTIONS),
+                     help="NIR: the framework that wrote the file (reset, spike predicate, dt)."),
+        click.option("--cubalif", default="error", show_default=True,
+                     type=click.Choice(["error", "lif"]),
+                     help="NIR CubaLIF: refuse, or drop the synaptic filter (lossy)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def nir_load_options(path, dt=None, nir_convention=None, cubalif="error") -> dict:
+    """load_model keyword arguments for ``path``: the NIR options for a .nir file, else none."""
+    from pathlib import Path
+    if path is None or Path(str(path)).suffix.lower() != ".nir":
+        return {}
+    return {"dt": dt, "nir_convention": nir_convention, "cubalif": cubalif or "error"}
+
+
+def quiet_option(f):
+    """-q/--quiet: no progress output (compiler/progress.py set_quiet)."""
+    def cb(ctx, param, value):
+        from compiler.progress import set_quiet
+        if value or ctx.parent is None:     # a subcommand's default must not undo `snnc -q`
+            set_quiet(bool(value))
+        return value
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True,
+                        callback=cb, help="No progress output on stderr.")(f)

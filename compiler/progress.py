@@ -6,10 +6,13 @@ training (stage: any; imports nothing of the project).
 
 * on a terminal: a tqdm bar on stderr;
 * elsewhere (``| tee``, nohup, cluster logs): one line ``desc: done/total (pct) elapsed, eta`` on
-  stderr at most every ``SNNC_PROGRESS_INTERVAL`` seconds (default 10) and at the end;
+  stderr at most every ``SNNC_PROGRESS_INTERVAL`` seconds (default 10) and at the end (work that
+  finished within one interval logs nothing);
 * disabled (``enabled=False``, ``--quiet``, or ``SNNC_QUIET=1``): nothing at all.
 
-``note(msg)`` writes one status line the same way (not when quiet).
+``note(msg)`` writes one status line the same way (not when quiet). ``track(iterable, desc)``
+wraps an iterable in a bar. ``enabled(flag)`` resolves a ``progress=`` argument of the Python
+API (None: on unless quiet).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class _Lines(_Null):
         self.t0 = self.last = time.monotonic()
         self.postfix = ""
         self.closed = False
+        self.emitted = 0
 
     def _line(self) -> str:
         el = time.monotonic() - self.t0
@@ -87,6 +91,7 @@ class _Lines(_Null):
     def _emit(self) -> None:
         print(self._line(), file=self.stream, flush=True)
         self.last = time.monotonic()
+        self.emitted += 1
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -97,9 +102,12 @@ class _Lines(_Null):
         self.postfix = s
 
     def close(self) -> None:
+        # the final line only for work that lasted an interval or already logged a line:
+        # quick steps stay silent in logs
         if not self.closed:
             self.closed = True
-            self._emit()
+            if self.emitted or time.monotonic() - self.t0 >= _interval():
+                self._emit()
 
 
 def bar(total: int | None, desc: str, *, unit: str = "it", enabled: bool = True,
@@ -120,3 +128,24 @@ def note(msg: str, *, stream=None) -> None:
     """One status line on stderr (nothing when quiet)."""
     if not quiet():
         print(msg, file=stream if stream is not None else sys.stderr, flush=True)
+
+
+def enabled(flag: bool | None = None) -> bool:
+    """A ``progress=`` argument: True/False as given, None -> on unless quiet."""
+    if quiet():
+        return False
+    return True if flag is None else bool(flag)
+
+
+def track(iterable, desc: str, *, total: int | None = None, unit: str = "it",
+          enabled: bool = True, stream=None):
+    """Iterate ``iterable`` with a progress bar (see :func:`bar`)."""
+    if total is None:
+        try:
+            total = len(iterable)
+        except TypeError:
+            total = None
+    with bar(total, desc, unit=unit, enabled=enabled, stream=stream) as pb:
+        for item in iterable:
+            yield item
+            pb.update(1)

@@ -88,13 +88,19 @@ def compile_model(model, spec=None, *, input_shape=None, **options):
 
     ``input_shape`` is passed to :func:`load_model`; ``options`` to
     :func:`compiler.compile_model` (bits, per_channel, clip, chips, calib, timesteps, ...).
-    A file's name and SHA-256 are recorded in the image (META source).
+    A file's name and SHA-256 are recorded in the image (META source). A model with a training
+    record (compiler/training_record.py) supplies bits/per_channel/clip/encoding/timesteps; a
+    contradicting option raises.
     """
     from compiler import PICORE64
     from compiler import compile_model as _compile
     from compiler.backend.emit import file_sha256
 
     graph = load_model(model, input_shape=input_shape)
+    if graph.attrs.get("training"):      # a training export: its settings are the defaults
+        from compiler import training_record
+        options = training_record.resolve(graph.attrs["training"], options,
+                                          set(options) - {"source"})
     source = options.pop("source", None)
     if source is None and isinstance(model, (str, Path)):
         source = {"path": Path(model).name, "sha256": file_sha256(model)}

@@ -127,6 +127,13 @@ def load_dataset(spec: str, split: str = "test", limit: int | None = None, *,
         x, y, classes = _mnist(Path(arg), split, limit)
     elif kind == "cifar10" and arg:
         x, y, classes = _cifar10(Path(arg), split, limit)
+    elif kind in ("mnist", "cifar10", "npz") and not arg:
+        where = "FILE.npz" if kind == "npz" else "DIR"
+        raise DatasetError(f"dataset '{spec}' needs a {'file' if kind == 'npz' else 'directory'}"
+                           f": {kind}:{where}",
+                           f"e.g. --data {kind}:{'data/mnist' if kind == 'mnist' else where}"
+                           + (" (the IDX files, downloaded beforehand: snnc never downloads)"
+                              if kind != "npz" else ""))
     else:
         raise DatasetError(f"unknown dataset spec '{spec}'", SPEC_HINT)
     if len(x) == 0:

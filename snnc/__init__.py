@@ -8,7 +8,7 @@ robustness lab, reports)::
     import snnc
     graph = snnc.load_model("model.onnx", calib=x_cal)          # optional: inspect the IR
     prog = snnc.compile("model.onnx", bits=4, calib=x_cal)      # -> Program (prog.write(path))
-    image = snnc.load("chip.bin")                               # or prog.image()
+    image = snnc.load("chip.bin")                               # or run the Program itself
     res = snnc.run(image, x, timesteps=8)                       # res.accuracy(y), res.summary()
     adv = snnc.attack(image, x, y, "fgsm", eps=[8 / 255])       # evaluated on the runtime
     rows = snnc.sweep(image, x, y, "mismatch", [0.1, 0.3], samples=100)
@@ -67,7 +67,9 @@ def compile(model, spec: ChipSpec = PICORE64, *, input_shape=None, calib=None,
         dt, nir_convention: NIR import options (docs/frontends.md).
         conversion: ANN->SNN conversion options (dict) for ONNX CNNs.
         options: compiler options (bits, per_channel, clip, chips, timesteps, encoding, seed,
-            strict, leak, ...; see :func:`compiler.compile_model`).
+            strict, leak, progress, ...; see :func:`compiler.compile_model`). A model exported
+            with a training record (QAT: ``quantizer.export_onnx``) supplies bits,
+            per_channel, clip, encoding and timesteps; a contradicting option raises.
     Returns:
         A :class:`compiler.Program`: ``.write(path)``, ``.summary()``, ``.sections()``.
     """
@@ -87,6 +89,9 @@ def compile(model, spec: ChipSpec = PICORE64, *, input_shape=None, calib=None,
             if Path(model).suffix.lower() == ".onnx" and "timesteps" in options:
                 kw.setdefault("timesteps", options["timesteps"])
         graph = load_model(model, input_shape=input_shape, **kw)
+    if graph.attrs.get("training"):      # a QAT/training export: its settings are the defaults
+        from compiler import training_record
+        options = training_record.resolve(graph.attrs["training"], options, set(options))
     return compile_model(graph, spec, calib=calib, source=source or None, **options)
 
 
@@ -124,7 +129,7 @@ def _payloads(img: ChipImage, x, encoding, timesteps, seed):
 def attack(image, x, y, attack: str = "fgsm", eps=(8 / 255,), *, encoding: str | None = None,
            timesteps: int | None = None, surrogate: str = "atan", steps: int = 10,
            alpha: float | None = None, eot: int = 1, seed: int = 0, source=None,
-           workers: int | None = None, cluster=None) -> dict:
+           workers: int | None = None, cluster=None, progress: bool | None = None) -> dict:
     """Adversarial examples against the deployed network, evaluated on the runtime.
 
     ``attack`` is 'fgsm', 'pgd' (white-box through the bit-exact twin, or transferred from the
@@ -132,8 +137,12 @@ def attack(image, x, y, attack: str = "fgsm", eps=(8 / 255,), *, encoding: str |
     same dict as ``snnrun --attack ... --json`` (``results``: eps, clean_accuracy, adv_accuracy,
     accuracy_loss, asr, spike_activity_change, nsr). ``cluster``: ``"local"``, a Ray address
     or a :class:`runtime.lab.cluster.Cluster`: the (sample chunk, eps) units run on Ray with
-    results identical to the local run (docs/scale-out.md)."""
+    results identical to the local run (docs/scale-out.md). The result carries ``warnings``
+    (chance-level clean accuracy, an encoding the model was not trained for, 1-bit weights
+    without negatives). ``progress``: a progress bar on stderr (None: on unless quiet)."""
+    from compiler.progress import enabled
     from runtime.lab.attacks import SweepConfig, attack_sweep, float_graph_of, sda_run
+    from runtime.lab.honesty import result_warnings
     img = _image(image)
     T = int(timesteps or img.meta["timesteps"])
     x = np.asarray(x, np.float64)
@@ -152,30 +161,37 @@ def attack(image, x, y, attack: str = "fgsm", eps=(8 / 255,), *, encoding: str |
     if source is not None:
         src = float_graph_of(source, img.spec, tuple(img.meta["input"]["shape"]))
     cfg = SweepConfig(attack, tuple(float(e) for e in eps), encoding or img.meta["encoding"], T,
-                      surrogate, alpha, int(steps), int(eot), int(seed), workers=workers)
+                      surrogate, alpha, int(steps), int(eot), int(seed), workers=workers,
+                      progress=enabled(progress))
     from runtime.lab.cluster import connect
     cl = connect(cluster)
     out = attack_sweep(img, x, y, cfg, src, cluster=cl)
     if cl is not None:
         out["ray"] = cl.info()
+    clean = out["results"][0]["clean_accuracy"] if out["results"] else None
+    out["warnings"] = result_warnings(img, clean_accuracy=clean, n=len(y),
+                                      encoding=cfg.encoding)
     return out
 
 
 def sweep(image, x, y, kind: str, levels, samples: int = 100, *, encoding: str | None = None,
-          timesteps: int | None = None, seed: int = 0, cluster=None, **kw) -> list[dict]:
+          timesteps: int | None = None, seed: int = 0, cluster=None,
+          progress: bool | None = None, **kw) -> list[dict]:
     """Accuracy over ``samples`` chip instances per noise level (Monte Carlo).
 
     ``kind``: 'mismatch' (zeta), 'pcm' (seconds after programming), 'bitflip' (rate),
     'stuck-at' (rate) or 'dead-cores'; keyword options as :func:`runtime.lab.sweep.sweep`
     (domain, on, gdc, registers, workers...). Rows: kind, level, mean, std, min, max, median, n,
     accuracies. ``cluster``: ``"local"``, a Ray address or a Cluster: the (instance, level)
-    units run on Ray, with the same numbers as the local run."""
+    units run on Ray, with the same numbers as the local run. ``progress``: a progress bar on
+    stderr (None: on unless quiet)."""
+    from compiler.progress import enabled
     from runtime.lab.sweep import sweep as _sweep
     img = _image(image)
     payloads, _, _ = _payloads(img, x, encoding, timesteps, seed)
     from runtime.lab.cluster import connect
     return _sweep(img, payloads, np.asarray(y), kind, levels, samples, seed,
-                  cluster=connect(cluster), **kw)
+                  cluster=connect(cluster), progress=enabled(progress), **kw)
 
 
 def certify(image, x, y, zetas, *, encoding: str | None = None, timesteps: int | None = None,

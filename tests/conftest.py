@@ -21,3 +21,12 @@ def pytest_addoption(parser):
 @pytest.fixture
 def update_golden(request):
     return request.config.getoption("--update-golden")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_progress(monkeypatch):
+    """Tests run quiet (progress lines would mix into CliRunner's output); the progress tests
+    turn it back on with monkeypatch.delenv("SNNC_QUIET")."""
+    from compiler import progress
+    monkeypatch.setenv("SNNC_QUIET", "1")
+    progress.set_quiet(False)

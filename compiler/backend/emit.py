@@ -202,6 +202,7 @@ def emit(graph: Graph, spec: ChipSpec, source: dict | None = None,
         "calibration": {"layers": calib.get("layers", {}), "samples": calib.get("samples", 0),
                         "silent": calib.get("silent", [])},
         "source": dict(source or {}),
+        "training": dict(graph.attrs.get("training") or {}),
         "options": {k: v for k, v in (options or {}).items()
                     if isinstance(v, (int, float, str, bool)) or v is None},
     }

@@ -26,11 +26,13 @@ class Pass:
 def run_pipeline(graph: Graph, spec: ChipSpec, passes, options: dict | None = None,
                  dump_after: set[str] | None = None, stop_after: str | None = None,
                  dump: Callable[[str, str], None] | None = None, check: bool = True,
-                 progress: Callable[[str, int, int, float, Graph], None] | None = None,
+                 progress: Callable[[str, int, int, float, Graph], None] | bool | None = None,
                  release: dict[str, str] | None = None):
     """Run ``passes`` on ``graph``. Returns (final graph, history: pass name -> graph).
 
-    ``progress(name, i, n, seconds, graph)`` is called after each pass (CLI progress lines).
+    ``progress(name, i, n, seconds, graph)`` is called after each pass (CLI progress lines);
+    ``progress=True``: a bar over the passes from compiler/progress.py (the Python API's form:
+    a tqdm bar on a terminal, periodic lines elsewhere, silent when quiet).
     ``release``: {history entry: pass}: drop that intermediate graph from the history once the
     pass has run (the float lowered graph of a large network is GiBs; Program recomputes it)."""
     options = dict(options or {})
@@ -44,7 +46,25 @@ def run_pipeline(graph: Graph, spec: ChipSpec, passes, options: dict | None = No
         # the input itself (NaN weights, bad attributes) is refused as the input's fault,
         # before any pass computes with it
         verify(graph, "imported", spec)
+    pb = None
+    if progress is True:
+        from compiler import progress as _progress
+        last = names.index(stop_after) + 1 if stop_after else len(names)
+        pb = _progress.bar(last, "compile", unit="pass")
+        progress = None
+    try:
+        return _run(graph, spec, passes, options, dump_after, stop_after, dump, check, progress,
+                    release, history, done, pb)
+    finally:
+        if pb is not None:
+            pb.close()
+
+
+def _run(graph, spec, passes, options, dump_after, stop_after, dump, check, progress, release,
+         history, done, pb):
     for p in passes:
+        if pb is not None:
+            pb.set_postfix_str(p.name)
         t0, c0 = time.perf_counter(), time.process_time()
         try:
             graph = p.run(graph, spec, history=history, **options)
@@ -65,8 +85,10 @@ def run_pipeline(graph: Graph, spec: ChipSpec, passes, options: dict | None = No
         for k, after in (release or {}).items():
             if after == p.name and k in history:
                 history[k] = None
-        if progress is not None:
+        if callable(progress):
             progress(p.name, len(done), len(passes), time.perf_counter() - t0, graph)
+        if pb is not None:
+            pb.update(1)
         if dump_after and p.name in dump_after and dump is not None:
             dump(p.name, _dump(graph))
         if stop_after == p.name:

@@ -157,9 +157,14 @@ def quantize(graph: Graph, spec: ChipSpec, bits: int | str = 8, per_channel: boo
                         f"use one of {list(spec.weight_widths)} or 'auto'")
                 res = quantize_layer(node, w, spec, per_channel, clip)
             mats, s, stats = res
-            if stats["bits"] == 1 and any(np.any(m.data < 0) for _, m in node.inputs):
-                log.warning("layer '%s': 1-bit weights are unsigned {0,1}; negative weights "
-                            "became 0", name)
+            if stats["bits"] == 1:
+                neg = sum(int(np.sum(m.data < 0)) for _, m in node.inputs)
+                tot = sum(int(m.data.size) for _, m in node.inputs)
+                stats["negative_dropped"] = neg / max(tot, 1)
+                if neg:
+                    log.warning("layer '%s': 1-bit weights are unsigned {0,1}; negative weights "
+                                "(%.0f%% of the synapses) became 0", name,
+                                100 * stats["negative_dropped"])
             report[name] = stats
             node = Layer(shape=node.shape, inputs=tuple(mats), bias=node.bias, neuron=node.neuron,
                          channel=node.channel, bits=stats["bits"], scale=s)

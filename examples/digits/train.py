@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # runnable from anywhere without installing the package
     sys.path.insert(0, str(ROOT))
 
+from compiler.errors import SnnError  # noqa: E402
 from frontends import native  # noqa: E402
 from frontends.datasets import load_dataset  # noqa: E402
 from frontends.onnx import export_onnx, import_onnx  # noqa: E402
@@ -48,7 +49,8 @@ def build_model() -> nn.Sequential:
 
 def train(epochs: int = 40, T: int = 8, batch: int = 32, lr: float = 3e-3,
           weight_decay: float = 1e-4, seed: int = 0, out: Path = HERE / "model.onnx",
-          checkpoint: Path | None = None, device: str | None = None) -> dict:
+          checkpoint: Path | None = None, device: str | None = None,
+          resume: bool | str = True, threads: int = 1) -> dict:
     torch.manual_seed(seed)          # the initial weights
     tr, te = load_dataset("digits", "train"), load_dataset("digits", "test")
     model = build_model()
@@ -56,14 +58,14 @@ def train(epochs: int = 40, T: int = 8, batch: int = 32, lr: float = 3e-3,
     cfg = TrainConfig(epochs=epochs, timesteps=T, batch_size=batch, lr=lr,
                       weight_decay=weight_decay, seed=seed, quantize_input=False,
                       checkpoint=str(checkpoint) if checkpoint else None, device=device,
-                      threads=min(2, torch.get_num_threads()))
+                      resume=resume, threads=threads)
     trainer = Trainer(model, cfg)
     t0 = time.perf_counter()
     trainer.fit(tr.x, tr.y)
     train_s = time.perf_counter() - t0
     acc_tr, acc_te = trainer.evaluate(tr.x, tr.y), trainer.evaluate(te.x, te.y)
     model = model.cpu()
-    export_onnx(model, out, input_shape=tr.shape)
+    export_onnx(model, out, input_shape=tr.shape, training=trainer.training_record())
     g = import_onnx(out)  # the file must read back
     return {"train_accuracy": acc_tr, "test_accuracy": acc_te, "train_seconds": train_s,
             "epochs": epochs, "timesteps": T, "onnx": str(out), "nodes": len(g),
@@ -81,11 +83,26 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--out", type=Path, default=HERE / "model.onnx")
     p.add_argument("--checkpoint", type=Path, default=None,
-                   help="state_dict checkpoint written every epoch; a rerun resumes from it")
+                   help="checkpoint written every epoch; a rerun with the same settings resumes "
+                        "from it (other settings: an error, see --resume)")
+    p.add_argument("--resume", choices=["auto", "force", "no"], default="auto",
+                   help="auto: resume a checkpoint of the same configuration and model, refuse "
+                        "another; force: resume despite changed hyper-parameters; no: retrain")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 is fastest for this small model on 2 cores)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     a = p.parse_args(argv)
-    r = train(a.epochs, a.timesteps, a.batch, a.lr, a.weight_decay, a.seed, a.out,
-              a.checkpoint, a.device)
+    if a.quiet:
+        from compiler.progress import set_quiet
+        set_quiet(True)
+    resume = {"auto": True, "force": "force", "no": False}[a.resume]
+    try:
+        r = train(a.epochs, a.timesteps, a.batch, a.lr, a.weight_decay, a.seed, a.out,
+                  a.checkpoint, a.device, resume, a.threads)
+    except SnnError as e:
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
     print(f"float train accuracy {r['train_accuracy']:.4f}, test accuracy "
           f"{r['test_accuracy']:.4f} ({r['test_samples']} digits test images, T={r['timesteps']})")
     print(f"trained {r['epochs']} epochs in {r['train_seconds']:.1f} s; "

@@ -22,6 +22,7 @@ Output: docs/experiments/adversarial.{md,png,json}.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--qat-epochs", type=int, default=5, help="QAT fine-tuning for 4/2 bits")
     p.add_argument("--ptq", action="store_true", help="4/2 bits without QAT")
     a = p.parse_args(argv)
+    if C.replot(a, "adversarial"):
+        return 0
     if a.quick:
         a.epochs, a.bits, a.eps, a.limit, a.qat_epochs = 2, "8,2", "0,8", 40, 1
     C.setup(a)
@@ -159,23 +162,12 @@ def _report(a, results: dict, eps, seconds: float) -> None:
         "Setup: " + setup,
         "Command: `.venv/bin/python examples/experiments/adversarial.py"
         + (" --quick" if a.quick else "") + "`",
-        "![adversarial](adversarial.png)",
+        f"![adversarial](adversarial.{a.format})",
     ]
     C.write_doc(a.out, "adversarial", "Adversarial inputs: bits x encoding x FGSM", sections,
                 {"setup": setup, "results": results, "ranking": changes})
-    plt = C.plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for r in results.values():
-        ax.plot([float(e) for e in keys], [100 * r["adv"][e] for e in keys], marker="o",
-                ls="-" if r["bits"] == 8 else (":" if r["bits"] == 2 else "--"),
-                label=f"{r['variant']} {r['bits']}b")
-    ax.set_xlabel("FGSM eps (x 1/255)")
-    ax.set_ylabel("chip accuracy (%)")
-    ax.set_title("FGSM on the deployed chip (solid 8-bit, dashed 4-bit, dotted 2-bit)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(a.out / "adversarial.png", dpi=120)
+    import figures
+    figures.adversarial(json.loads((a.out / "adversarial.json").read_text()), a.out, a.format)
 
 
 if __name__ == "__main__":

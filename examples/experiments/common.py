@@ -36,7 +36,20 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: far fewer epochs/samples (numbers are not meaningful)")
     p.add_argument("--device", default="cpu", help="training device (cpu or cuda)")
+    p.add_argument("--format", default="png", choices=("png", "pdf", "svg"),
+                   help="figure format")
+    p.add_argument("--replot", action="store_true",
+                   help="only redraw the figure from the existing <out>/<name>.json")
     return p
+
+
+def replot(args, name: str) -> bool:
+    """``--replot``: redraw the figure from the JSON and stop (True), else False."""
+    if not args.replot:
+        return False
+    import figures
+    figures.replot(name, args.out, args.format)
+    return True
 
 
 def setup(args) -> None:

@@ -22,6 +22,7 @@ Output: docs/experiments/conversion.{md,png,json}.
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from collections import OrderedDict
@@ -60,6 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--bits", type=int, default=8)
     p.add_argument("--calib", type=int, default=256, help="calibration images (train split)")
     a = p.parse_args(argv)
+    if C.replot(a, "conversion"):
+        return 0
     if a.quick:
         a.epochs, a.snn_epochs, a.timesteps = 2, 1, "4,16"
     C.setup(a)
@@ -141,7 +144,7 @@ def _report(a, results, Ts, seconds) -> None:
         "Setup: " + setup,
         "Command: `.venv/bin/python examples/experiments/conversion.py"
         + (" --quick" if a.quick else "") + "`",
-        "![conversion](conversion.png)",
+        f"![conversion](conversion.{a.format})",
     ]
     md = a.out / "conversion.md"
     old = md.read_text() if md.exists() else ""
@@ -153,22 +156,8 @@ def _report(a, results, Ts, seconds) -> None:
                 {"setup": setup, "results": results})
     if keep:
         md.write_text(md.read_text().rstrip("\n") + "\n\n" + keep + "\n")
-    plt = C.plt()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, r in results.items():
-        line, = ax.plot(Ts, [100 * x["snn_int_accuracy"] for x in r["rows"]], marker="o",
-                        label=f"{name} (SNN on chip)")
-        if "ann_accuracy" in r:
-            ax.axhline(100 * r["ann_accuracy"], color=line.get_color(), ls=":", lw=1)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(Ts, [str(t) for t in Ts])
-    ax.set_xlabel("time steps T")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("converted SNN vs T (dotted: the ANN)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(a.out / "conversion.png", dpi=120)
+    import figures
+    figures.conversion(json.loads((a.out / "conversion.json").read_text()), a.out, a.format)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,13 @@ Output: docs/experiments/mismatch.{md,png,json}.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common as C  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from frontends.training.robust import (  # noqa: E402
@@ -79,6 +79,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None, help="test images (default: all 360)")
     a = p.parse_args(argv)
     a.argv = list(sys.argv[1:] if argv is None else argv)
+    if C.replot(a, "mismatch"):
+        return 0
     if a.quick:
         a.pretrain_epochs, a.epochs, a.samples, a.levels = 3, 1, 5, "0.1,0.4,0.7"
     C.setup(a)
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
             rows = sweep.sweep(image, payloads, yte, "mismatch", levels, samples=a.samples,
                                seed=a.seed, domain=a.domain, granularity=g, params=a.params)
             by[g] = [{k: r[k] for k in ("level", "mean", "std", "min", "n", "granularity",
-                                        "params")} for r in rows]
+                                        "params", "accuracies")} for r in rows]
             C.log(f"{name} [{g}]: clean {clean:.4f}, " + ", ".join(
                 f"{r['level']:g}: {r['mean']:.3f}" for r in rows) + f" ({clock() - t0:.0f} s)")
         results[name] = {"clean": clean, "train_s": t_train, "eval_s": clock() - t0 - t_train,
@@ -176,29 +178,12 @@ def _report(a, results: dict, levels: list[float], seconds: float) -> None:
         "Setup: " + setup,
         "Command: `.venv/bin/python examples/experiments/mismatch.py "
         + " ".join(a.argv) + "`",
-        "![mismatch](mismatch.png)",
+        f"![mismatch](mismatch.{a.format})",
     ]
     C.write_doc(a.out, "mismatch", "Mismatch robustness on the chip", sections,
                 {"setup": setup, "results": results})
-    plt = C.plt()
-    fig, axes = plt.subplots(1, len(grans), figsize=(6.5 * len(grans), 4.2), squeeze=False)
-    for ax, g in zip(axes[0], grans):
-        for name, r in results.items():
-            rr = r["granularity"][g]
-            lv = [0.0] + [row["level"] for row in rr]
-            mean = np.array([r["clean"]] + [row["mean"] for row in rr]) * 100
-            std = np.array([0.0] + [row["std"] for row in rr]) * 100
-            mn = np.array([r["clean"]] + [row["min"] for row in rr]) * 100
-            line, = ax.plot(lv, mean, marker="o", label=name)
-            ax.fill_between(lv, mean - std, mean + std, color=line.get_color(), alpha=0.15)
-            ax.plot(lv, mn, ls=":", color=line.get_color())
-        ax.set_xlabel("mismatch zeta (relative std)")
-        ax.set_ylabel("chip test accuracy (%)")
-        ax.set_title(f"per {g}: {a.samples} chip instances/level (dotted: min)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(a.out / "mismatch.png", dpi=120)
+    import figures
+    figures.mismatch(json.loads((a.out / "mismatch.json").read_text()), a.out, a.format)
 
 
 if __name__ == "__main__":

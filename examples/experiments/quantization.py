@@ -21,6 +21,7 @@ Output: docs/experiments/quantization.{md,png,json}.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def main(argv=None) -> int:
     p.add_argument("--bits", default="8,4,2")
     p.add_argument("--timesteps", type=int, default=8)
     a = p.parse_args(argv)
+    if C.replot(a, "quantization"):
+        return 0
     if a.quick:
         a.epochs, a.qat_epochs, a.bits = 2, 1, "4"
     C.setup(a)
@@ -149,27 +152,13 @@ def _report(a, rows, seconds, float_acc, bn_float, pow2) -> None:
         "Setup: " + setup,
         "Command: `.venv/bin/python examples/experiments/quantization.py"
         + (" --quick" if a.quick else "") + "`",
-        "![quantization](quantization.png)",
+        f"![quantization](quantization.{a.format})",
     ]
     C.write_doc(a.out, "quantization", "PTQ vs QAT and shift batch-norm on the chip", sections,
                 {"setup": setup, "rows": rows, "float_accuracy": float_acc,
                  "bn_float_accuracy": bn_float})
-    plt = C.plt()
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    lab = [f"{r['model'][:10]}\n{r['bits']}b {r['scales'][:5]}\n{r['training'][:5]}"
-           for r in rows if not np.isnan(r["chip_accuracy"])]
-    val = [100 * r["chip_accuracy"] for r in rows if not np.isnan(r["chip_accuracy"])]
-    col = ["tab:blue" if "PTQ" in r["training"] else "tab:orange"
-           for r in rows if not np.isnan(r["chip_accuracy"])]
-    ax.bar(range(len(val)), val, color=col)
-    ax.axhline(100 * float_acc, color="k", ls="--", lw=1, label="float (plain)")
-    ax.set_xticks(range(len(val)), lab, fontsize=6)
-    ax.set_ylabel("chip test accuracy (%)")
-    ax.set_ylim(max(0, min(val) - 10), 100)
-    ax.set_title("PTQ (blue) vs QAT (orange) on the chip")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(a.out / "quantization.png", dpi=120)
+    import figures
+    figures.quantization(json.loads((a.out / "quantization.json").read_text()), a.out, a.format)
 
 
 if __name__ == "__main__":

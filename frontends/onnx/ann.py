@@ -587,8 +587,11 @@ def report(ann: AnnModel, calib: np.ndarray, x: np.ndarray, y: np.ndarray,
     rows = []
     base = None
     ort = None
+    from compiler.progress import bar
+    pb = bar(len(timesteps), "convert-report", unit="T")
     for T in timesteps:
         T = int(T)
+        pb.set_postfix_str(f"T={T}")
         if base is None or conv.get("calibrate_vinit"):
             c = convert(ann, calib, timesteps=T, check=ort is None, **conv)
             ort = ort or c.ort_check
@@ -597,7 +600,8 @@ def report(ann: AnnModel, calib: np.ndarray, x: np.ndarray, y: np.ndarray,
         lowered = lower_snn(snn)
         _, sf = run_snn_float(lowered, x, T)
         prog = compile_model(snn, spec, bits=bits, per_channel=weight_per_channel, clip=clip,
-                             timesteps=T, stop_after=None if run_chip else "fold-thresholds")
+                             timesteps=T, stop_after=None if run_chip else "fold-thresholds",
+                             progress=False)
         p = snn_payloads(x, T).astype(np.int64)
         si = reference.run_int(prog.graph, p, membrane_bits=spec.membrane_bits).scores
         row = {"timesteps": T, "ann_accuracy": ann_acc,
@@ -609,6 +613,8 @@ def report(ann: AnnModel, calib: np.ndarray, x: np.ndarray, y: np.ndarray,
             row["runtime_accuracy"] = float(np.mean(pred == y))
             row["runtime_bit_exact"] = bool(np.array_equal(pred, np.argmax(si, 1)))
         rows.append(row)
+        pb.update(1)
+    pb.close()
     return {"model": ann.source, "ann_accuracy": ann_acc, "n": int(len(y)), "bits": bits,
             "options": dict(base.options if base else {}, notes=list(ann.notes)),
             "onnxruntime_check": ort, "rows": rows}

@@ -493,6 +493,10 @@ def run_import(model, where: str, input_shape=None, ann: bool = False, maxpool: 
         except ValueError as e:
             raise FrontendError(f"ONNX file '{where}': metadata snnc.dt = "
                                 f"{meta['snnc.dt']!r} is not a number") from e
+    from compiler import training_record
+    if training_record.META_KEY in meta:
+        ctx.graph.attrs["training"] = training_record.loads(meta[training_record.META_KEY],
+                                                            f"ONNX file '{where}'")
     if ctx.leak_hints:
         ctx.graph.attrs["leak_hints"] = dict(ctx.leak_hints)
     if ctx.compare_tensor is None:

@@ -41,7 +41,8 @@ from frontends.onnx.common import (
 
 
 # === export ==================================================================================
-def export_onnx(graph_or_module, path, input_shape=None, dtype=None) -> None:
+def export_onnx(graph_or_module, path, input_shape=None, dtype=None,
+                training: dict | None = None) -> None:
     """Write an SNN graph (or a native nn.Module) as an ONNX model (atomically).
 
     Args:
@@ -52,6 +53,10 @@ def export_onnx(graph_or_module, path, input_shape=None, dtype=None) -> None:
         input_shape: one sample's shape for modules; ignored for graphs.
         dtype: element type of the standard ops, 'float32' or 'float64'; default: float32
             unless some synapse array is not exactly representable in float32.
+        training: the training record (compiler/training_record.py: bits, per_channel, clip,
+            encoding, timesteps, qat) written to the metadata as ``snnc.training``;
+            ``snnc compile`` uses it as defaults and refuses conflicting options. Default: the
+            graph's ``attrs['training']``, if any.
     Raises:
         FrontendError: the graph is lowered/quantized or cannot be expressed in ONNX.
     """
@@ -59,6 +64,9 @@ def export_onnx(graph_or_module, path, input_shape=None, dtype=None) -> None:
     if not isinstance(graph, Graph):
         from frontends.native.convert import to_graph
         graph = to_graph(graph_or_module, input_shape)
+    if training is not None:
+        graph = graph.copy()
+        graph.attrs["training"] = dict(training)
     model = to_onnx_model(graph, dtype=dtype)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -224,6 +232,9 @@ def to_onnx_model(graph: Graph, dtype=None):
     meta = {"snnc.format": FORMAT}
     if "dt" in graph.attrs:
         meta["snnc.dt"] = repr(float(graph.attrs["dt"]))
+    if graph.attrs.get("training"):
+        from compiler import training_record
+        meta[training_record.META_KEY] = training_record.dumps(graph.attrs["training"])
     helper.set_model_props(model, meta)
     try:
         onnx.checker.check_model(model, full_check=True)

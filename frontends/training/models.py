@@ -73,7 +73,8 @@ def train_digits_encoding(encoding: str, T: int, epochs: int = 30, seed: int = 0
     if out is not None:
         from frontends.onnx import export_onnx
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, out, input_shape=tr.shape)
+        export_onnx(model, out, input_shape=tr.shape,
+                    training={"encoding": encoding, "timesteps": int(T)})
     return model
 
 

@@ -40,13 +40,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compiler.errors import SnnError
 from frontends.native.functional import direct, run_scores
 from frontends.training.robust import Standard, StepContext
 
 CHECKPOINT_FORMAT = "snnc-train-1"
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "none", "step")
-ENCODINGS = ("direct", "rate")
+ENCODINGS = ("direct", "rate", "phase", "latency", "latency-log")
+# run options: may differ between a checkpoint and the run that resumes it
+RUN_OPTIONS = ("epochs", "device", "checkpoint", "checkpoint_every", "resume", "progress",
+               "eval_batch", "threads", "deterministic")
 
 
 @dataclass
@@ -66,12 +70,13 @@ class TrainConfig:
     grad_clip: float | None = None      # max global L2 norm of the gradients
     seed: int = 0
     device: str | None = None           # None: cuda if available, else cpu
-    encoding: str = "direct"            # direct | rate
+    encoding: str = "direct"            # direct | rate | phase | latency | latency-log
     quantize_input: bool = True         # direct: rint(255 x)/255, what the chip receives
     checkpoint: str | None = None       # path; written every checkpoint_every epochs and at the end
     checkpoint_every: int = 1
-    resume: bool = True                 # continue from ``checkpoint`` when it exists
-    progress: bool = True               # tqdm bar over epochs
+    resume: bool | str = True           # continue from ``checkpoint`` when it exists (its config
+    #                                     and model signature must match; 'force': load anyway)
+    progress: bool = True               # a bar over each epoch's steps (compiler/progress.py)
     deterministic: bool = True
     eval_batch: int = 512
     threads: int | None = None          # torch.set_num_threads for the run (CPU)
@@ -87,6 +92,8 @@ class TrainConfig:
             raise ValueError("epochs >= 0, timesteps >= 1 and batch_size >= 1 are required")
         if self.checkpoint is not None:
             self.checkpoint = str(self.checkpoint)
+        if self.resume not in (True, False, "force"):
+            raise ValueError(f"resume must be True, False or 'force', got {self.resume!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -182,6 +189,8 @@ class Trainer:
         T = int(self.config.timesteps)
         if self.encoder is not None:
             return self.encoder(x, T)
+        if self.config.encoding in ("phase", "latency", "latency-log"):
+            return self._chip_encode(x, T)
         if self.config.encoding == "rate":
             u = torch.rand((T,) + tuple(x.shape), device=x.device, dtype=x.dtype)
             s = (u < x.unsqueeze(0)).to(x.dtype)
@@ -190,6 +199,37 @@ class Trainer:
             from frontends.training.qat import quantize_input
             x = quantize_input(x)
         return direct(x, T)
+
+    def _chip_encode(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        """phase / latency codes: exactly the chip's payloads / 255 (compiler.encoding), with
+        the straight-through gradient of :func:`compiler.encoding.encode_torch`; any model."""
+        from compiler.encoding import encode_torch
+        self._enc_calls = getattr(self, "_enc_calls", 0) + 1
+        seed = int(self.config.seed) * 100003 + self._enc_calls
+        p = encode_torch(self.config.encoding, x.clamp(0, 1), T, seed=seed)
+        return p.to(device=x.device, dtype=x.dtype).reshape((T,) + tuple(x.shape))
+
+    def training_record(self) -> dict:
+        """What this run trains for (compiler/training_record.py): encoding, T and, with a
+        quantizer, its bits/per_channel/clip. Exported models carry it (:meth:`export_onnx`)."""
+        rec = {"encoding": self.config.encoding if self.encoder is None else "custom",
+               "timesteps": int(self.config.timesteps)}
+        if self.quantizer is not None:
+            rec = dict(self.quantizer.training_record(rec["encoding"], rec["timesteps"]))
+        return rec
+
+    def export_onnx(self, path, input_shape=None) -> None:
+        """Write the trained model as ONNX with its training record (with a quantizer: the QAT
+        export, ShiftBN folded), so ``snnc compile`` needs no options."""
+        if self.quantizer is not None:
+            self.quantizer.export_onnx(path, encoding=self.config.encoding,
+                                       timesteps=self.config.timesteps)
+            return
+        if input_shape is None:
+            raise ValueError("export_onnx needs input_shape (C, H, W) without a quantizer")
+        from frontends.onnx import export_onnx
+        export_onnx(self.model.cpu(), path, input_shape=tuple(input_shape),
+                    training=self.training_record())
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Output scores [B, classes] (differentiable) of images ``x`` on the current weights."""
@@ -210,6 +250,7 @@ class Trainer:
             "generator": self.generator.get_state(),
             "history": self.history.to_dict(),
             "config": self.config.to_dict(),
+            "signature": model_signature(self.model),
         }
         return st
 
@@ -228,6 +269,8 @@ class Trainer:
         st = torch.load(Path(path), map_location=self.device, weights_only=True)
         if not isinstance(st, dict) or st.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: not a snnc training checkpoint ({CHECKPOINT_FORMAT})")
+        check_checkpoint(st, self.model, self.config, path,
+                         force=self.config.resume == "force" or model_only)
         self.model.load_state_dict(st["model"])
         if model_only:
             return int(st["epoch"])
@@ -284,15 +327,21 @@ class Trainer:
         x = _tensor(x, torch.float32)
         y = _tensor(y, torch.long)
         stop = c.epochs if until is None else min(c.epochs, int(until))
-        bar = range(start, stop)
-        if c.progress:
-            from tqdm import tqdm
-            bar = tqdm(bar, desc="train", unit="epoch", initial=start, total=stop)
-        for epoch in bar:
+        from compiler.progress import bar as _bar
+        from compiler.progress import enabled as _enabled
+        if c.checkpoint and start >= stop and start > 0:
+            from compiler.progress import note
+            note(f"train: {c.checkpoint} already holds {start} epoch(s) of this configuration "
+                 f"(asked for {stop}); nothing to train (resume=False or another checkpoint "
+                 f"path retrains)")
+        steps = (len(x) + c.batch_size - 1) // c.batch_size
+        for epoch in range(start, stop):
             t0 = time.perf_counter()
             self.model.train()
             perm = torch.randperm(len(x), generator=self.generator)
             total, correct, n = 0.0, 0, 0
+            pb = _bar(steps, f"train epoch {epoch + 1}/{stop}", unit="step",
+                      enabled=_enabled(bool(c.progress)))
             for i in range(0, len(perm), c.batch_size):
                 idx = perm[i:i + c.batch_size]
                 xb, yb = x[idx].to(self.device), y[idx].to(self.device)
@@ -300,6 +349,8 @@ class Trainer:
                 total += out["loss"] * len(idx)
                 correct += int((out["scores"].argmax(1) == yb).sum())
                 n += len(idx)
+                pb.update(1)
+                pb.set_postfix_str(f"loss {total / max(n, 1):.4f}")
             lr = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None:
                 self.scheduler.step()
@@ -312,11 +363,11 @@ class Trainer:
             h.val_accuracy.append(val)
             h.lr.append(lr)
             h.seconds.append(time.perf_counter() - t0)
-            if c.progress:
-                post = {"loss": f"{h.loss[-1]:.4f}"}
-                if not math.isnan(val):
-                    post["val"] = f"{val:.3f}"
-                bar.set_postfix(post)
+            post = f"loss {h.loss[-1]:.4f}, train acc {h.train_accuracy[-1]:.3f}"
+            if not math.isnan(val):
+                post += f", val {val:.3f}"
+            pb.set_postfix_str(post)
+            pb.close()
             done = epoch + 1
             if c.checkpoint and (done % max(1, c.checkpoint_every) == 0 or done == stop):
                 self.save_checkpoint(c.checkpoint, done)
@@ -356,9 +407,49 @@ class Trainer:
         return float(np.mean(s.argmax(1).numpy() == y)) if len(y) else float("nan")
 
 
+class CheckpointMismatchError(SnnError, ValueError):
+    """A checkpoint written for another configuration or another model."""
+
+
+def model_signature(model: nn.Module) -> dict:
+    """The model's class and every state tensor's shape (what a checkpoint must match)."""
+    return {"class": type(model).__name__,
+            "tensors": {k: list(v.shape) for k, v in model.state_dict().items()}}
+
+
+def check_checkpoint(st: dict, model: nn.Module, config: TrainConfig, path,
+                     force: bool = False) -> None:
+    """Refuse a checkpoint of another model (always) or another configuration (unless
+    ``force``): never resume silently from something else."""
+    sig = st.get("signature")
+    mine = model_signature(model)
+    if sig is not None and sig["tensors"] != mine["tensors"]:
+        diff = [f"{k}: checkpoint {sig['tensors'].get(k)} vs model {mine['tensors'].get(k)}"
+                for k in sorted(set(sig["tensors"]) | set(mine["tensors"]))
+                if sig["tensors"].get(k) != mine["tensors"].get(k)]
+        raise CheckpointMismatchError(
+            f"checkpoint {path} was written for another model ({sig['class']}, "
+            f"{len(diff)} tensor(s) differ: {'; '.join(diff[:3])}"
+            f"{' ...' if len(diff) > 3 else ''})",
+            "use another checkpoint path for this model, or delete the old checkpoint")
+    if force:
+        return
+    old = dict(st.get("config") or {})
+    new = config.to_dict()
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+               if k not in RUN_OPTIONS and old.get(k) != new.get(k)]
+    if changed:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} was written with other hyper-parameters ({', '.join(changed)});"
+            f" resuming would silently continue (or skip) that run",
+            "use another checkpoint path, delete it to retrain, or resume anyway with "
+            "resume='force' (--resume force)")
+
+
 def train(model: nn.Module, x, y, config: TrainConfig | None = None, **kw) -> History:
     """One-call form: ``Trainer(model, config, **kw).fit(x, y)``."""
     return Trainer(model, config, **kw).fit(x, y)
 
 
-__all__ = ["Trainer", "TrainConfig", "History", "train", "pick_device", "CHECKPOINT_FORMAT"]
+__all__ = ["Trainer", "TrainConfig", "History", "train", "pick_device", "CHECKPOINT_FORMAT",
+           "CheckpointMismatchError", "model_signature", "check_checkpoint"]

@@ -16,6 +16,7 @@ from compiler.cliutil import (
     check_output,
     debug_option,
     echo_json,
+    nir_options,
     run_cli,
 )
 from compiler.errors import SnnError
@@ -51,6 +52,9 @@ from snnc._version import __version__
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Write report.json, report.md (and figures with --plots) to DIR.")
 @click.option("--plots", is_flag=True, help="Draw figures into the --report directory.")
+@click.option("--format", "fmt", type=click.Choice(["png", "pdf", "svg"]), default="png",
+              show_default=True, help="Figure file format for --plots.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output on stderr.")
 # --- device non-idealities (docs/robustness.md) ---
 @click.option("--mismatch", default=None, help="Relative mismatch levels, e.g. 0.1,0.2,0.3.")
 @click.option("--mismatch-domain", type=click.Choice(["analog", "digital"]), default="digital",
@@ -70,7 +74,7 @@ from snnc._version import __version__
 @click.option("--bitflip-registers", is_flag=True, help="Also flip neuron register bits.")
 @click.option("--stuck-at", default=None, help="Stuck-at cell rates (half 0, half 1).")
 @click.option("--dead-cores", default=None, help="Numbers of dead cores, e.g. 1,2,4.")
-@click.option("--samples", default=20, show_default=True, type=POSITIVE,
+@click.option("--samples", default=100, show_default=True, type=POSITIVE,
               help="Chip instances per level.")
 @click.option("--worst-case", default=None, help="Adversarial weight levels zeta (PGA).")
 @click.option("--landscape", is_flag=True, help="Weight-loss landscape and flatness.")
@@ -83,6 +87,7 @@ from snnc._version import __version__
 @click.option("--surrogate", type=click.Choice(["pdsg", "sigmoid", "atan", "triangle"]),
               default="atan", show_default=True)
 @click.option("--source", default=None, help="Float source model for transfer attacks.")
+@nir_options
 @click.option("--steps", default=10, show_default=True, type=POSITIVE, help="PGD steps.")
 @click.option("--alpha", default=None, type=FiniteFloat(positive=True),
               help="PGD step size (default eps/4).")
@@ -108,11 +113,17 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     deployed image on chip (FP16 shadow weights, federated learning across chips).
     """
     from compiler import encoding as enc
+    from compiler.progress import set_quiet
     from frontends.datasets import check_labels, load_dataset
+    from runtime.cli.common import echo_warnings, result_warnings, run_provenance
     from runtime.engines.tick import run_payloads
     from runtime.image import load
     from runtime.reports.run import run_table, write_report
 
+    set_quiet(bool(params.get("quiet")))
+    params["data"] = data
+    if plots and not report_dir:
+        raise click.UsageError("--plots needs --report DIR (figures are written there)")
     check_output(save_predictions, image, option="--save-predictions")
     check_output(report_dir, image, option="--report", folder=True)
     _apply_preset(params)
@@ -125,8 +136,6 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     check_labels(ds.y, int(img.meta["output"]["neurons"]), data, image)
     T = int(img.meta["timesteps"] if timesteps is None else timesteps)
     name = encoding or img.meta["encoding"]
-    if plots and not report_dir and not (params.get("attack") or _noise_mode(params)):
-        raise click.UsageError("--plots needs --report DIR")
     ctx = RunContext(img, image, ds, T, name, seed, batch, workers, as_json, report_dir, plots,
                      params)
     if params.get("attack"):
@@ -138,13 +147,15 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
         main_noise(ctx)
         return
     payloads = enc.encode(name, ds.x.reshape(len(ds.x), -1), T, seed=seed)
-    progress = (not as_json) and len(ds.x) * T * max(img.n_neurons, 1) > 5e6 and sys.stderr.isatty()
+    progress = len(ds.x) * T * max(img.n_neurons, 1) > 5e6
     res = run_payloads(img, payloads, batch=batch, workers=workers, record=check,
                        progress=progress, encoding=name, engine=params.get("engine") or "auto",
                        device=params.get("device") or "cpu", ticks=bool(plots))
     summary = {"accuracy": res.accuracy(ds.y)}
     summary.update(res.summary())
     summary["data"] = data
+    summary["warnings"] = result_warnings(ctx, summary["accuracy"], what="accuracy")
+    summary["provenance"] = run_provenance(ctx)
     if check:
         ok, first = check_bit_exact(img, payloads, res)
         summary["bit_exact"] = ok
@@ -153,11 +164,12 @@ def main_run(image, data, limit, timesteps, encoding, seed, batch, workers, chec
     if save_predictions:
         np.save(save_predictions, res.predictions)
     if report_dir:
-        write_report(report_dir, summary, res, img, plots=plots)
+        write_report(report_dir, summary, res, img, plots=plots, fmt=params.get("fmt") or "png")
     if as_json:
         echo_json(summary)
     else:
         click.echo(run_table(summary))
+        echo_warnings(summary["warnings"])
         if report_dir:
             click.echo(f"\nreport written to {Path(report_dir)}/")
     if check and not summary["bit_exact"]:

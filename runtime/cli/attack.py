@@ -9,16 +9,23 @@ from pathlib import Path
 import click
 import numpy as np
 
-from compiler.cliutil import echo_json, jsonable
+from compiler.cliutil import echo_json, jsonable, nir_load_options
 from compiler.errors import SnnError
 from runtime.cli.common import parse_list
 from runtime.lab.attacks import DEFAULT_EPS, SweepConfig, attack_sweep, float_graph_of, sda_run
 from runtime.lab.cluster import connect
-from runtime.reports.attack import markdown_results, plot_accuracy_vs_eps, results_table
+from runtime.reports.attack import (
+    attack_caption,
+    markdown_results,
+    plot_accuracy_vs_eps,
+    results_table,
+)
 
 
 def main_attack(ctx) -> None:
     """``snnrun chip.bin --attack fgsm|pgd|sda ...`` (see runtime/cli/ for the options)."""
+    from runtime.cli.common import echo_warnings, figure_format, result_warnings, run_provenance
+
     p = ctx.params
     attack = p["attack"]
     eps = parse_list(p.get("eps"), "--eps") or list(DEFAULT_EPS)
@@ -47,14 +54,17 @@ def main_attack(ctx) -> None:
     else:
         src = None
         if p.get("source"):
-            src = float_graph_of(p["source"], img.spec, tuple(img.meta["input"]["shape"]))
+            src = float_graph_of(p["source"], img.spec, tuple(img.meta["input"]["shape"]),
+                                 **nir_load_options(p["source"], p.get("dt"),
+                                                    p.get("nir_convention"), p.get("cubalif")))
             n_src = int(np.prod(src.node(src.input_name).input_type))
             if n_src != img.n_inputs:
                 raise SnnError(f"--source {p['source']} takes {n_src} inputs but the chip image "
                                f"takes {img.n_inputs}",
                                "attack the model the image was compiled from")
         cfg = SweepConfig(attack, tuple(eps), ctx.encoding, ctx.timesteps, surrogate,
-                          p.get("alpha"), steps, eot, ctx.seed, workers=ctx.workers)
+                          p.get("alpha"), steps, eot, ctx.seed, workers=ctx.workers,
+                          progress=True)
         cluster = connect(p.get("ray_address"), progress=not ctx.as_json)
         out = attack_sweep(img, x, y, cfg, src, cluster=cluster)
         if cluster is not None:
@@ -64,16 +74,24 @@ def main_attack(ctx) -> None:
             out["level"] = "transfer"
     out["image"] = ctx.image_path
     out["preset"] = p.get("preset")
-    if ctx.report_dir or ctx.plots:
-        d = Path(ctx.report_dir or "snnrun-attack")
+    clean = out["results"][0]["clean_accuracy"] if out.get("results") else None
+    out["warnings"] = result_warnings(ctx, clean, n=out.get("n"))
+    out["provenance"] = run_provenance(ctx)
+    if ctx.report_dir:
+        d = Path(ctx.report_dir)
         d.mkdir(parents=True, exist_ok=True)
+        if ctx.plots and attack != "sda":
+            fmt = figure_format(ctx)
+            out["figure"] = plot_accuracy_vs_eps(
+                [out], d / f"accuracy_vs_eps.{fmt}",
+                title=f"{attack.upper()} on the chip ({out['level']} level)",
+                caption=attack_caption(out, p.get("data")), chance=1.0 / n_out)
         (d / "attack.json").write_text(json.dumps(jsonable(out), indent=2))
         (d / "attack.md").write_text(markdown_results(out))
-        if ctx.plots and attack != "sda":
-            out["figure"] = plot_accuracy_vs_eps([out], d / "accuracy_vs_eps.png")
     if ctx.as_json:
         echo_json(out)
     else:
         click.echo(results_table(out))
-        if ctx.report_dir or ctx.plots:
-            click.echo(f"\nreport written to {ctx.report_dir or 'snnrun-attack'}/")
+        echo_warnings(out["warnings"])
+        if ctx.report_dir:
+            click.echo(f"\nreport written to {ctx.report_dir}/")

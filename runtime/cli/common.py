@@ -68,3 +68,33 @@ def check_bit_exact(image, payloads, result, ref=None) -> tuple[bool, dict | Non
                            "runtime_v": int(result.v_all[s, glob[n]]),
                            "reference_v": int(rq.v_final[L["name"]][s, n])}
     return True, None
+
+
+FIGURE_FORMATS = ["png", "pdf", "svg"]
+
+
+def result_warnings(ctx, clean_accuracy, n=None, encoding=None, what="clean accuracy"):
+    """The honesty warnings (runtime/lab/honesty.py) of a result of this run."""
+    from runtime.lab.honesty import result_warnings as _rw
+    return _rw(ctx.image, clean_accuracy=clean_accuracy,
+               n=len(ctx.dataset.y) if n is None else n,
+               encoding=ctx.encoding if encoding is None else encoding, what=what)
+
+
+def echo_warnings(warnings) -> None:
+    """Warnings on stderr (console form; JSON results carry them under 'warnings')."""
+    for w in warnings or []:
+        click.echo(f"warning: {w}", err=True)
+
+
+def run_provenance(ctx, **seeds) -> dict:
+    """Provenance (runtime/reports/provenance.py) of a snnrun result."""
+    from runtime.reports.provenance import provenance
+    p = ctx.params
+    return provenance(image=ctx.image, image_path=ctx.image_path, model_path=p.get("source"),
+                      seeds={"seed": ctx.seed, **seeds}, engine=p.get("engine") or "tick",
+                      extra={"data": p.get("data")})
+
+
+def figure_format(ctx) -> str:
+    return (ctx.params.get("fmt") or "png").lower()

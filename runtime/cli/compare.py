@@ -18,13 +18,22 @@ from compiler.cliutil import (
     debug_option,
     echo_json,
     jsonable,
+    nir_load_options,
+    nir_options,
+    quiet_option,
 )
 from compiler.errors import SnnError
 from frontends.training.models import train_digits_encoding
 from runtime.cli.common import ENCODINGS, parse_list
 from runtime.lab.cluster import connect
 from runtime.lab.compare import compile_images, run_compare, synthetic_event_task
-from runtime.reports.compare import plot_encodings, sda_table, tables
+from runtime.reports.compare import (
+    plot_encodings,
+    plot_levels,
+    plot_quantization,
+    sda_table,
+    tables,
+)
 
 
 def _pairs(text: str | None, what: str) -> dict[str, str]:
@@ -37,6 +46,23 @@ def _pairs(text: str | None, what: str) -> dict[str, str]:
         k, v = tok.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def _image_labels(paths: list[str]) -> list[str]:
+    """Labels of --images: the file stem, or the path where stems collide (a/chip.bin,
+    b/chip.bin)."""
+    stems = [Path(p).stem for p in paths]
+    return [st if stems.count(st) == 1 else p for st, p in zip(stems, paths)]
+
+
+def _provenance(model, source, image_paths: dict, seed, data) -> dict:
+    from compiler.backend.emit import file_sha256
+    from runtime.reports.provenance import provenance
+    extra = {"data": data}
+    if image_paths:
+        extra["images"] = {lab: {"path": p, "sha256": file_sha256(p)}
+                           for lab, p in image_paths.items()}
+    return provenance(model_path=model or source, seeds={"seed": seed}, extra=extra)
 
 
 def _names(text: str, allowed, what: str) -> list[str]:
@@ -56,6 +82,7 @@ def _names(text: str, allowed, what: str) -> list[str]:
 @click.option("--images", default=None, help="Precompiled chip images a.bin,b.bin instead.")
 @click.option("--source", default=None, type=click.Path(dir_okay=False),
               help="Float model for the algorithm level (default: --model).")
+@nir_options
 @click.option("--data", default="digits", show_default=True)
 @click.option("--limit", type=POSITIVE, default=100, show_default=True, help="Test samples.")
 @click.option("--timesteps", "-T", type=TIMESTEPS, default=None,
@@ -99,11 +126,15 @@ def _names(text: str, allowed, what: str) -> list[str]:
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Write compare.json, compare.md (and figures with --plots).")
 @click.option("--plots", is_flag=True, help="Accuracy vs eps per encoding (needs --report).")
+@click.option("--format", "fmt", type=click.Choice(["png", "pdf", "svg"]), default="png",
+              show_default=True, help="Figure file format for --plots.")
+@quiet_option
 @debug_option
-def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, timesteps, encodings,
-                attacks, eps, surrogate, surrogates, pgd_steps, steps, alpha, eot, encoding_models,
-                train_encodings, epochs, workdir, sda, sda_limit, sda_synthetic, seed, workers,
-                ray_address, as_json, md_path, report_dir, plots, debug):
+def compare_cmd(model, bits, per_channel, clip, images, source, dt, nir_convention, cubalif, data,
+                limit, timesteps, encodings, attacks, eps, surrogate, surrogates, pgd_steps, steps,
+                alpha, eot, encoding_models, train_encodings, epochs, workdir, sda, sda_limit,
+                sda_synthetic, seed, workers, ray_address, as_json, md_path, report_dir, plots,
+                fmt, debug):
     """Robustness tables of one model: encodings x attack strength, before/after quantization,
     algorithm vs hardware level, surrogates, PGD steps, SDA (docs/attacks.md)."""
     from frontends.datasets import binarize_events, calibration_arrays, load_dataset
@@ -111,7 +142,13 @@ def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, tim
     from runtime.lab.attacks import sda_run
 
     t_start = time.perf_counter()
-    log = (lambda s: None) if as_json else (lambda s: click.echo(f"  {s}", err=True))
+    image_paths: dict = {}
+
+    def nir_kw(path):
+        return nir_load_options(path, dt, nir_convention, cubalif)
+
+    from compiler.progress import note
+    log = lambda s: note(f"compare: {s}")  # noqa: E731 - stderr, silenced by --quiet
     encs = _names(encodings, ENCODINGS, "--encodings")
     atts = _names(attacks, ("fgsm", "pgd"), "--attacks")
     sgs = _names(surrogates, ("atan", "sigmoid", "triangle", "pdsg"), "--surrogates")
@@ -131,25 +168,27 @@ def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, tim
     enc_images = {}
     if images:
         paths = [p.strip() for p in images.split(",") if p.strip()]
-        imgs = {Path(p).stem: load(p) for p in paths}
+        image_paths = dict(zip(_image_labels(paths), paths))
+        imgs = {lab: load(p) for lab, p in image_paths.items()}
         T = int(next(iter(imgs.values())).meta["timesteps"] if timesteps is None
                 else timesteps)
         src = source
         if src:
             from runtime.lab.attacks import float_graph_of
             im0 = next(iter(imgs.values()))
-            fg = float_graph_of(src, im0.spec, tuple(im0.meta["input"]["shape"]))
+            fg = float_graph_of(src, im0.spec, tuple(im0.meta["input"]["shape"]), **nir_kw(src))
             src_float = {e: fg for e in encs}
     elif model:
         bits_l = [int(b) for b in parse_list(bits, "--bits")]
         T = 8 if timesteps is None else int(timesteps)
         copt = {"per_channel": per_channel, "clip": clip}
         imgs, fg = compile_images(model, bits_l, timesteps=T, encoding=encs[0], calib=calib,
-                                  **copt)
+                                  load_options=nir_kw(model), **copt)
         if source:
             from runtime.lab.attacks import float_graph_of
             im0 = next(iter(imgs.values()))
-            fg = float_graph_of(source, im0.spec, tuple(im0.meta["input"]["shape"]))
+            fg = float_graph_of(source, im0.spec, tuple(im0.meta["input"]["shape"]),
+                                **nir_kw(source))
         src_float = {e: fg for e in encs}
         per = _pairs(encoding_models, "--encoding-models")
         for enc in _names(train_encodings, ENCODINGS, "--train-encodings") if train_encodings \
@@ -166,7 +205,8 @@ def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, tim
         for enc, path in per.items():
             log(f"compiling {path} for {enc}")
             enc_images[enc], src_float[enc] = compile_images(path, bits_l, timesteps=T,
-                                                             encoding=enc, calib=calib, **copt)
+                                                             encoding=enc, calib=calib,
+                                                             load_options=nir_kw(path), **copt)
     else:
         raise click.UsageError("give --model MODEL.onnx (with --bits) or --images a.bin,b.bin")
     labels = list(imgs)
@@ -175,7 +215,9 @@ def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, tim
                       float_graphs=src_float, encoding_images=enc_images, surrogate=surrogate,
                       surrogates=sgs, pgd_steps=steps_l, steps=steps, alpha=alpha, eot=eot,
                       seed=seed, workers=workers, log=log, cluster=cluster)
-    tabs = tables(res, eps_l, labels, encs, atts, surrogate)
+    from runtime.lab.honesty import compare_marks
+    marks = compare_marks(res["records"], lambda e: enc_images.get(e, imgs), n=len(ds.x))
+    tabs = tables(res, eps_l, labels, encs, atts, surrogate, marks=marks)
     sda_runs = []
     if sda:
         ev_ds = binarize_events(load_dataset(data, split="test", limit=sda_limit), T, seed=seed)
@@ -196,24 +238,45 @@ def compare_cmd(model, bits, per_channel, clip, images, source, data, limit, tim
     out = {"model": model, "images": labels, "data": data, "n": int(len(ds.x)), "timesteps": T,
            "encodings": encs, "attacks": atts, "eps": eps_l, "surrogate": surrogate,
            "steps": steps, "eot": eot, "records": res["records"], "sda": sda_runs,
-           "tables": tabs, "seconds": time.perf_counter() - t_start}
+           "tables": tabs, "seconds": time.perf_counter() - t_start,
+           "marks": [{"encoding": e, "model": m, "why": w} for (e, m), w in marks.items()],
+           "warnings": [f"{e} / {m}: {w} -- its losses are reported as n/a"
+                        for (e, m), w in marks.items()]}
+    for r in res["records"]:
+        mk = marks.get((r.get("encoding"), r.get("model")))
+        if mk:
+            r["mark"] = mk
+    out["provenance"] = _provenance(model, source, image_paths, seed, data)
     if cluster is not None:
         out["ray"] = cluster.info()
     md = "\n\n".join(tabs.values()) + "\n"
     if md_path:
+        from runtime.reports.provenance import markdown as prov_md
         Path(md_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(md_path).write_text(md)
+        Path(md_path).write_text(md + "\n" + prov_md(out["provenance"]))
     if report_dir:
         d = Path(report_dir)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "compare.json").write_text(json.dumps(jsonable(out), indent=2))
-        (d / "compare.md").write_text(md)
         if plots:
-            out["figures"] = [plot_encodings(res, eps_l, a, labels[0],
-                                             d / f"accuracy_vs_eps_{a}.png") for a in atts]
+            kw = dict(out=out, marks=marks, fmt=fmt,
+                      chance=1.0 / int(next(iter(imgs.values())).meta["output"]["neurons"]))
+            figs = []
+            for a in atts:
+                figs.append(plot_encodings(res, eps_l, a, labels, d / f"accuracy_vs_eps_{a}",
+                                           **kw))
+                if any(r.get("model") == "float" for r in res["records"]):
+                    figs.append(plot_quantization(res, eps_l, a, labels,
+                                                  d / f"quantization_{a}", **kw))
+                    figs.append(plot_levels(res, eps_l, a, labels, d / f"levels_{a}", **kw))
+            out["figures"] = figs
+        from runtime.reports.provenance import markdown as prov_md
+        (d / "compare.md").write_text(md + "\n" + prov_md(out["provenance"]))
+        (d / "compare.json").write_text(json.dumps(jsonable(out), indent=2))
     if as_json:
         echo_json(out)
     else:
         click.echo(md)
+        for w in out["warnings"]:
+            click.echo(f"warning: {w}", err=True)
 
 

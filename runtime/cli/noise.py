@@ -5,7 +5,6 @@ algorithms in runtime/lab/{noise,sweep,certify}.py, tables and figures in runtim
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -29,19 +28,30 @@ def main_noise(ctx) -> None:
 
     from compiler import encoding as enc
     from compiler.cliutil import echo_json, jsonable
-    from runtime.cli.common import parse_list
+    from runtime.cli.common import (
+        echo_warnings,
+        figure_format,
+        parse_list,
+        result_warnings,
+        run_provenance,
+    )
 
     P = ctx.params
     ds = ctx.dataset
     x = ds.x.reshape(len(ds.x), -1)
     y = np.asarray(ds.y)
     payloads = enc.encode(ctx.encoding, x, ctx.timesteps, seed=ctx.seed)
-    samples = 20 if P.get("samples") is None else int(P["samples"])
+    samples = 100 if P.get("samples") is None else int(P["samples"])
     pga_steps = 10 if P.get("steps") is None else int(P["steps"])
     if samples < 1:
         raise click.BadParameter(f"must be >= 1, got {samples}", param_hint="--samples")
     seed = int(ctx.seed)
-    progress = sys.stderr.isatty() and not ctx.as_json
+    progress = True   # compiler/progress.py: a bar on a terminal, periodic lines elsewhere
+    mm = parse_list(P.get("mismatch"), "--mismatch")
+    if any(v < 0 or v > 1 for v in mm):
+        raise click.BadParameter(
+            f"--mismatch levels are relative (sigma/|w|, 0.3 = 30 %), got "
+            f"{','.join(f'{v:g}' for v in mm)}; give 0.3 for 30 %", param_hint="--mismatch")
     from compiler.params import parse_params
     on = parse_params(P.get("mismatch_params") or P.get("mismatch_on"), "--mismatch-params")
     gran = P.get("mismatch_granularity") or "cell"
@@ -58,7 +68,8 @@ def main_noise(ctx) -> None:
     clean = accuracy(ctx.image, payloads, y, workers=ctx.workers, batch=ctx.batch)
     res = {"data": getattr(ds, "name", None) or P.get("data"), "n_test": int(len(y)),
            "timesteps": ctx.timesteps, "encoding": ctx.encoding, "seed": seed,
-           "samples": samples, "clean_accuracy": clean, "sweep": [], "options": {},
+           "samples": samples, "clean_accuracy": clean,
+           "classes": int(ctx.image.meta["output"]["neurons"]), "sweep": [], "options": {},
            "mismatch": {"granularity": gran, "params": list(on), "domain": domain},
            "preset": P.get("preset")}
     jobs = [("mismatch", parse_list(P.get("mismatch"), "--mismatch"),
@@ -116,19 +127,23 @@ def main_noise(ctx) -> None:
     res["timing"] = timing
     if cluster is not None:
         res["ray"] = cluster.info()
-    if ctx.report_dir or ctx.plots:
+    res["warnings"] = result_warnings(ctx, clean)
+    res["provenance"] = run_provenance(ctx)
+    res["image"] = ctx.image_path
+    if ctx.report_dir:
         import json
-        d = Path(ctx.report_dir or "robustness")
+        d = Path(ctx.report_dir)
         d.mkdir(parents=True, exist_ok=True)
         (d / "robustness.json").write_text(json.dumps(jsonable(res), indent=2))
         (d / "robustness.md").write_text(markdown_report(res))
         files = [str(d / "robustness.json"), str(d / "robustness.md")]
         if ctx.plots:
-            files += plot_report(d, res)
+            files += plot_report(d, res, fmt=figure_format(ctx))
         res["files"] = files
     if ctx.as_json:
         echo_json(res)
     else:
         click.echo(text_report(res))
+        echo_warnings(res["warnings"])
         if res.get("files"):
             click.echo(f"\nreport written to {Path(res['files'][0]).parent}/")

@@ -338,8 +338,8 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
         vlo, vhi = float(vlo), float(vhi)
     pb = None
     if progress:
-        from tqdm import tqdm
-        pb = tqdm(total=B, desc="snnrun", unit="sample", leave=False)
+        from compiler.progress import bar
+        pb = bar(B, "run", unit="sample")
     # bounds-checked debug mode (NUMBA_BOUNDSCHECK=1): serial, so an IndexError surfaces
     kernel = kernels.run_batch_serial if numba.config.BOUNDSCHECK else kernels.run_batch
     t0 = time.perf_counter()

@@ -167,11 +167,12 @@ def generate_chunk(target: Target, xb: np.ndarray, yb: np.ndarray, attack: str, 
 
 def generate(target: Target, x: np.ndarray, y: np.ndarray, attack: str, eps: float,
              steps: int = 10, alpha: float | None = None, batch: int = 128,
-             seed: int = 0, cluster=None) -> np.ndarray:
+             seed: int = 0, cluster=None, pb=None) -> np.ndarray:
     """Adversarial images (same shape as ``x``, in [0, 1]) for a whole set, chunk by chunk.
 
     With ``cluster`` (runtime/lab/cluster.py) the chunks are work units on Ray (the target is
-    put in the object store once); the result is identical to the local run."""
+    put in the object store once); the result is identical to the local run. ``pb``: a
+    progress bar (compiler/progress.py) advanced by the samples of each chunk."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.int64)
     starts = list(range(0, len(x), batch))
@@ -181,7 +182,13 @@ def generate(target: Target, x: np.ndarray, y: np.ndarray, attack: str, eps: flo
         parts = cluster.map(generate_chunk, units, shared=(cluster.put(target),),
                             desc=f"{attack} eps={float(eps):.4g}")
     else:
-        parts = [generate_chunk(target, *u) for u in units]
+        parts = []
+        for u in units:
+            parts.append(generate_chunk(target, *u))
+            if pb is not None:
+                pb.update(len(u[0]))
+    if cluster is not None and pb is not None:
+        pb.update(len(x))
     return np.concatenate(parts) if parts else np.empty_like(x)
 
 
@@ -208,10 +215,15 @@ def evaluate_examples(image, x, x_adv, y, encoding: str, T: int, seed: int = 0,
     return m
 
 
-def float_graph_of(source, spec, input_shape=None):
-    """The lowered float graph of a source model (fold-bn + lower), for algorithm-level attacks."""
-    from frontends import compile_model
-    return compile_model(source, spec, stop_after="lower", input_shape=input_shape).graph
+def float_graph_of(source, spec, input_shape=None, **load_options):
+    """The lowered float graph of a source model (fold-bn + lower), for algorithm-level attacks.
+
+    ``load_options``: frontends.load_model options (e.g. dt, nir_convention, cubalif for a .nir
+    file)."""
+    from compiler import compile_model
+    from frontends import load_model
+    g = load_model(source, input_shape=input_shape, **load_options)
+    return compile_model(g, spec, stop_after="lower", progress=False).graph
 
 
 @dataclass
@@ -227,6 +239,7 @@ class SweepConfig:
     seed: int = 0
     batch: int = 128
     workers: int | None = None
+    progress: bool = False          # a bar over eps x samples (compiler/progress.py)
 
 
 def attack_sweep(image, x: np.ndarray, y: np.ndarray, cfg: SweepConfig, source_graph=None,
@@ -259,10 +272,14 @@ def _attack_sweep(image, x, y, cfg: SweepConfig, source_graph=None, instance=Non
     src_clean = None
     if source_graph is not None:
         src_clean = ev.accuracy(_predict(target, x, cfg), y)
+    from compiler.progress import bar
+    pb = bar(len(cfg.eps) * len(x), f"{cfg.attack} ({level})", unit="sample",
+             enabled=cfg.progress)
     for eps in cfg.eps:
         ts = time.perf_counter()
+        pb.set_postfix_str(f"eps {float(eps) * 255:g}/255")
         x_adv = generate(target, x, y, cfg.attack, float(eps), cfg.steps, cfg.alpha, cfg.batch,
-                         cfg.seed, cluster=cluster)
+                         cfg.seed, cluster=cluster, pb=pb)
         r = {"eps": float(eps), "eps_255": float(eps) * 255}
         r.update(evaluate_examples(image, x, x_adv, y, cfg.encoding, cfg.T, cfg.seed, clean,
                                    cfg.workers))
@@ -272,6 +289,7 @@ def _attack_sweep(image, x, y, cfg: SweepConfig, source_graph=None, instance=Non
                       "source_accuracy_loss": src_clean - sa})
         r["seconds"] = time.perf_counter() - ts
         results.append(r)
+    pb.close()
     return {"attack": cfg.attack, "encoding": cfg.encoding, "surrogate": cfg.surrogate,
             "level": level, "timesteps": cfg.T, "steps": cfg.steps if cfg.attack == "pgd" else 1,
             "alpha": cfg.alpha, "eot": target.eot, "n": int(len(x)), "results": results,

@@ -35,18 +35,27 @@ from compiler.errors import SnnError
 # models: compile, train
 # --------------------------------------------------------------------------------------------
 def compile_images(model, bits_list, *, timesteps: int, encoding: str, calib=None,
-                   input_shape=None, spec=None, per_channel: bool = False, clip: str = "max"):
-    """Compile ``model`` at each width -> (images {label: ChipImage}, lowered float graph)."""
-    from compiler import PICORE64
-    from frontends import compile_model
+                   input_shape=None, spec=None, per_channel: bool = False, clip: str = "max",
+                   load_options: dict | None = None):
+    """Compile ``model`` at each width -> (images {label: ChipImage}, lowered float graph).
+
+    ``load_options``: frontends.load_model options (NIR: dt, nir_convention, cubalif)."""
+    from pathlib import Path
+
+    from compiler import PICORE64, compile_model
+    from compiler.backend.emit import file_sha256
+    from frontends import load_model
     from runtime.image import from_sections
 
     spec = spec or PICORE64
     images, fg = {}, None
+    graph = load_model(model, input_shape=input_shape, **(load_options or {}))
+    source = ({"path": Path(model).name, "sha256": file_sha256(model)}
+              if isinstance(model, (str, Path)) else None)
     for b in bits_list:
-        prog = compile_model(model, spec, bits=b, calib=calib, timesteps=timesteps,
-                             encoding=encoding, input_shape=input_shape,
-                             per_channel=per_channel, clip=clip)
+        prog = compile_model(graph, spec, bits=b, calib=calib, timesteps=timesteps,
+                             encoding=encoding, per_channel=per_channel, clip=clip,
+                             source=source, progress=False)
         if not prog.complete:
             raise SnnError(f"compiling at {b} bits stopped at stage '{prog.graph.stage}'")
         images[f"{b}-bit"] = from_sections(prog.sections(), prog.spec.digest())

@@ -43,33 +43,53 @@ def results_table(out: dict) -> str:
     return title + "\n" + table(rows, head)
 
 
-def plot_accuracy_vs_eps(runs: list[dict], path) -> str:
-    """Accuracy vs eps, one line per (encoding, attack, label) run."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def attack_caption(out: dict, data=None) -> str:
+    """The settings line of an attack figure."""
+    parts = [f"data {data}" if data else None, f"n = {out.get('n')}",
+             f"T = {out.get('timesteps')}", f"encoding {out.get('encoding')}",
+             f"surrogate {out.get('surrogate')}"]
+    if out.get("attack") == "pgd":
+        parts.append(f"PGD-{out.get('steps')} (alpha {out.get('alpha') or 'eps/4'})")
+    if out.get("eot", 1) and out.get("eot", 1) > 1:
+        parts.append(f"EOT {out['eot']}")
+    parts.append("every example evaluated on the cycle-level chip runtime")
+    return ", ".join(p for p in parts if p)
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for out in runs:
-        rs = [r for r in out["results"] if r.get("eps") is not None]
+
+def plot_accuracy_vs_eps(runs: list[dict], path, *, title: str | None = None,
+                         caption: str | None = None, chance: float | None = None,
+                         fmt: str | None = None, ax=None) -> str | None:
+    """Accuracy vs eps, one distinguishable line per (encoding, attack, label) run; y 0..100 %.
+
+    With ``ax`` it draws into that axes and returns None (multi-panel figures)."""
+    from runtime.reports import figures as F
+
+    own = ax is None
+    if own:
+        fig, ax = F.plt().subplots(figsize=(6.8, 3.8))
+    for i, out in enumerate(runs):
+        rs = [r for r in out["results"] if r is not None and r.get("eps") is not None]
         if not rs:
             continue
         xs = [0.0] + [r["eps"] * 255 for r in rs]
         ys = [rs[0]["clean_accuracy"] * 100] + [r["adv_accuracy"] * 100 for r in rs]
         lab = out.get("label") or f"{out['attack']} {out['encoding']}"
-        ax.plot(xs, ys, marker="o", label=lab)
-    ax.set_xlabel("eps (x 1/255)")
-    ax.set_ylabel("chip accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return str(path)
+        ax.plot(xs, ys, label=lab, **F.style(i))
+    ax.set_xlabel("eps (x 1/255, L-inf)")
+    F.accuracy_axis(ax, chance, "accuracy under attack (%)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    if not own:
+        ax.legend(fontsize=7, loc="best", framealpha=0.7)
+        return None
+    F.legend_outside(ax)
+    return F.save(fig, path, fmt, caption)
 
 
 def markdown_results(out: dict) -> str:
+    from runtime.reports.provenance import markdown as prov_md
+    from runtime.reports.run import warnings_markdown
     t = results_table(out).splitlines()
-    lines = [f"# {t[0]}", "", "```", *t[1:], "```", ""]
-    return "\n".join(lines)
+    lines = [f"# {t[0]}", "", *warnings_markdown(out.get("warnings")), "```", *t[1:], "```", ""]
+    prov = prov_md(out.get("provenance"))
+    return "\n".join(lines) + ("\n" + prov if prov else "")

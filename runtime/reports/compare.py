@@ -15,27 +15,49 @@ def _md(head, rows) -> str:
     return "\n".join(out)
 
 
-def tables(result: dict, eps, labels, encodings, attacks, surrogate: str) -> dict[str, str]:
-    """Markdown tables from run_compare's records."""
+MARK_NOTE = ("n/a: the loss is not reported because the clean accuracy is at chance level "
+             "('chance'), the model was not trained for this input encoding ('untrained "
+             "encoding') or its 1-bit weights lost every negative weight (the chip's 1-bit "
+             "synapses are unsigned): a loss measured there means nothing "
+             "(runtime/lab/honesty.py)")
+
+
+def _losses(rs, mark) -> list[str]:
+    return ["n/a" if mark else _pct(r["accuracy_loss"]) if r else "-" for r in rs]
+
+
+def _with_notes(head, rows, notes) -> str:
+    if any(notes):
+        return _md(head + ["note"], [r + [n or ""] for r, n in zip(rows, notes)]) + \
+            "\n\n" + MARK_NOTE
+    return _md(head, rows)
+
+
+def tables(result: dict, eps, labels, encodings, attacks, surrogate: str,
+           marks: dict | None = None) -> dict[str, str]:
+    """Markdown tables from run_compare's records; ``marks`` {(encoding, model): why} replaces
+    meaningless losses by 'n/a' with the reason (runtime/lab/honesty.py compare_marks)."""
     from runtime.reports.attack import eps_label
     R = result["records"]
+    marks = marks or {}
     eh = [eps_label(e) for e in eps]
     out = {}
     lab0 = labels[0]
     for attack in attacks:
-        rows = []
+        rows, notes = [], []
         for enc in encodings:
             rs = [_find(R, encoding=enc, attack=attack, eps=e, model=lab0, level="hardware")
                   for e in eps]
             if rs[0] is None:
                 continue
-            rows.append([enc, _pct(rs[0]["clean_accuracy"])] + [_pct(r["accuracy_loss"])
-                                                                 for r in rs])
+            mk = marks.get((enc, lab0))
+            rows.append([enc, _pct(rs[0]["clean_accuracy"])] + _losses(rs, mk))
+            notes.append(mk)
         out[f"encodings_{attack}"] = (
             f"**{attack.upper()}: accuracy loss (percentage points) on the chip ({lab0}), "
             f"per encoding and eps** (hardware-level, surrogate {surrogate})\n\n"
-            + _md(["encoding", "clean acc %"] + eh, rows))
-        rows = []
+            + _with_notes(["encoding", "clean acc %"] + eh, rows, notes))
+        rows, notes = [], []
         for enc in encodings:
             for lab in ["float"] + list(labels):
                 lvl = "algorithm" if lab == "float" else "hardware"
@@ -43,30 +65,35 @@ def tables(result: dict, eps, labels, encodings, attacks, surrogate: str) -> dic
                       for e in eps]
                 if rs[0] is None:
                     continue
-                rows.append([enc, lab, _pct(rs[0]["clean_accuracy"])]
-                            + [_pct(r["accuracy_loss"]) for r in rs])
+                mk = marks.get((enc, lab))
+                rows.append([enc, lab, _pct(rs[0]["clean_accuracy"])] + _losses(rs, mk))
+                notes.append(mk)
         out[f"quantization_{attack}"] = (
             f"**{attack.upper()}: accuracy loss before (float) vs after quantization (chip "
             f"images)** (percentage points; float = attacked and evaluated on the float model)"
-            f"\n\n" + _md(["encoding", "weights", "clean acc %"] + eh, rows))
-        rows = []
+            f"\n\n" + _with_notes(["encoding", "weights", "clean acc %"] + eh, rows, notes))
+        rows, notes = [], []
         for enc in encodings:
             for e in eps:
                 fa = _find(R, encoding=enc, attack=attack, eps=e, model="float",
                            level="algorithm")
-                row = [enc, eps_label(e), _pct(fa["accuracy_loss"]) if fa else "-"]
+                mf = marks.get((enc, "float"))
+                row = [enc, eps_label(e), _losses([fa], mf)[0]]
+                why = {mf} if mf else set()
                 for lab in labels:
                     tr = _find(R, encoding=enc, attack=attack, eps=e, model=lab, level="transfer")
                     hw = _find(R, encoding=enc, attack=attack, eps=e, model=lab, level="hardware")
-                    row += [_pct(tr["accuracy_loss"]) if tr else "-",
-                            _pct(hw["accuracy_loss"]) if hw else "-"]
+                    mk = marks.get((enc, lab))
+                    row += _losses([tr, hw], mk or mf)
+                    why |= {mk} if mk else set()
                 rows.append(row)
+                notes.append("; ".join(sorted(why)) or None)
         head = ["encoding", "eps", "algorithm (float->float)"]
         for lab in labels:
             head += [f"transfer (float->{lab} chip)", f"hardware ({lab} twin->chip)"]
         out[f"levels_{attack}"] = (
             f"**{attack.upper()}: algorithm-level vs hardware-level adv_loss** (accuracy loss, "
-            f"percentage points)\n\n" + _md(head, rows))
+            f"percentage points)\n\n" + _with_notes(head, rows, notes))
     sg_rows = []
     for r in R:
         if r.get("table") == "surrogate":
@@ -116,16 +143,98 @@ def sda_table(runs: list[dict]) -> str:
                                         "events/sample", "L0 % of bits", "queries/sample"], rows))
 
 
-def plot_encodings(result: dict, eps, attack: str, label: str, path) -> str:
+def compare_caption(out: dict, attack: str) -> str:
+    """The settings line of a compare figure."""
+    st = f", PGD-{out.get('steps')} (alpha eps/4, random start)" if attack == "pgd" else ""
+    return (f"data {out.get('data')} n = {out.get('n')}, T = {out.get('timesteps')}, "
+            f"surrogate {out.get('surrogate')}{st}, EOT {out.get('eot')}; every adversarial "
+            f"example evaluated on the cycle-level chip runtime; marked series (n/a in the "
+            f"tables) are at chance, use an encoding the model was not trained for or lost their "
+            f"negative weights at 1 bit")
+
+
+def _series(result, attack, eps, **kw):
+    rs = [_find(result["records"], attack=attack, eps=e, **kw) for e in eps]
+    return rs if rs and rs[0] is not None else None
+
+
+def _panel(ax, runs, title, chance):
     from runtime.reports.attack import plot_accuracy_vs_eps
-    runs = []
-    for enc in dict.fromkeys(r["encoding"] for r in result["records"]):
-        rs = [_find(result["records"], encoding=enc, attack=attack, eps=e, model=label,
-                    level="hardware") for e in eps]
-        if rs[0] is not None:
-            runs.append({"attack": attack, "encoding": enc, "label": f"{attack} {enc}",
-                         "results": rs})
-    return plot_accuracy_vs_eps(runs, path)
+    plot_accuracy_vs_eps(runs, None, ax=ax, title=title, chance=chance)
+
+
+def _mark(marks, enc, lab) -> str:
+    m = (marks or {}).get((enc, lab))
+    return f" [{m}]" if m else ""
+
+
+def plot_encodings(result: dict, eps, attack: str, labels, path, *, out: dict | None = None,
+                   marks=None, chance=None, fmt: str = "png") -> str:
+    """Accuracy vs eps per encoding (hardware level): one panel per chip image (bit width)."""
+    from runtime.reports import figures as F
+    labels = [labels] if isinstance(labels, str) else list(labels)
+    fig, axes = F.plt().subplots(1, len(labels), figsize=(4.6 * len(labels), 3.9), sharey=True,
+                                 squeeze=False)
+    encs = list(dict.fromkeys(r["encoding"] for r in result["records"]))
+    for ax, lab in zip(axes[0], labels):
+        runs = []
+        for enc in encs:
+            rs = _series(result, attack, eps, encoding=enc, model=lab, level="hardware")
+            if rs:
+                runs.append({"attack": attack, "encoding": enc, "results": rs,
+                             "label": enc + _mark(marks, enc, lab)})
+        _panel(ax, runs, f"{attack.upper()} on the {lab} chip, per encoding", chance)
+    return F.save(fig, path, fmt, compare_caption(out or {}, attack))
+
+
+def plot_quantization(result: dict, eps, attack: str, labels, path, *, out=None, marks=None,
+                      chance=None, fmt: str = "png") -> str:
+    """Before vs after quantization: accuracy vs eps of the float model (algorithm level) and
+    every chip image (hardware level), one panel per encoding."""
+    from runtime.reports import figures as F
+    encs = list(dict.fromkeys(r["encoding"] for r in result["records"] if not r.get("table")))
+    fig, axes = F.plt().subplots(1, len(encs), figsize=(4.4 * len(encs), 3.9), sharey=True,
+                                 squeeze=False)
+    for ax, enc in zip(axes[0], encs):
+        runs = []
+        rs = _series(result, attack, eps, encoding=enc, model="float", level="algorithm")
+        if rs:
+            runs.append({"attack": attack, "encoding": enc, "results": rs,
+                         "label": "float (before quantization)" + _mark(marks, enc, "float")})
+        for lab in labels:
+            rs = _series(result, attack, eps, encoding=enc, model=lab, level="hardware")
+            if rs:
+                runs.append({"attack": attack, "encoding": enc, "results": rs,
+                             "label": f"{lab} chip" + _mark(marks, enc, lab)})
+        _panel(ax, runs, f"{attack.upper()}, {enc} encoding: float vs quantized", chance)
+    return F.save(fig, path, fmt, compare_caption(out or {}, attack)
+                  + "; float: attacked and evaluated on the float model, chips: attacked "
+                    "through their bit-exact twin")
+
+
+def plot_levels(result: dict, eps, attack: str, labels, path, *, out=None, marks=None,
+                chance=None, fmt: str = "png") -> str:
+    """Algorithm vs hardware level: float->float, float->chip (transfer), twin->chip (hardware)
+    accuracy vs eps, one panel per encoding."""
+    from runtime.reports import figures as F
+    encs = list(dict.fromkeys(r["encoding"] for r in result["records"] if not r.get("table")))
+    fig, axes = F.plt().subplots(1, len(encs), figsize=(4.4 * len(encs), 3.9), sharey=True,
+                                 squeeze=False)
+    for ax, enc in zip(axes[0], encs):
+        runs = []
+        rs = _series(result, attack, eps, encoding=enc, model="float", level="algorithm")
+        if rs:
+            runs.append({"attack": attack, "encoding": enc, "results": rs,
+                         "label": "algorithm (float -> float)" + _mark(marks, enc, "float")})
+        for lab in labels:
+            for lvl, name in (("transfer", f"transfer (float -> {lab} chip)"),
+                              ("hardware", f"hardware ({lab} twin -> chip)")):
+                rs = _series(result, attack, eps, encoding=enc, model=lab, level=lvl)
+                if rs:
+                    runs.append({"attack": attack, "encoding": enc, "results": rs,
+                                 "label": name + _mark(marks, enc, lab)})
+        _panel(ax, runs, f"{attack.upper()}, {enc}: algorithm vs hardware level", chance)
+    return F.save(fig, path, fmt, compare_caption(out or {}, attack))
 
 
 def _find(records, **kw):

@@ -68,7 +68,9 @@ def text_report(res: dict) -> str:
 
 
 def markdown_report(res: dict) -> str:
-    lines = ["# Robustness report", "", f"- clean accuracy: {_pct(res['clean_accuracy'])}",
+    from runtime.reports.run import warnings_markdown
+    lines = ["# Robustness report", "", *warnings_markdown(res.get("warnings")),
+             f"- clean accuracy: {_pct(res['clean_accuracy'])}",
              f"- data: {res['data']} ({res['n_test']} samples), T = {res['timesteps']}, "
              f"{res['encoding']} encoding, seed {res['seed']}", ""]
     kinds = []
@@ -105,13 +107,54 @@ def markdown_report(res: dict) -> str:
         lines += [f"| {c['zeta']:g} | {_pct(c['certified'])} | {c['n_certified']}/{c['n']} |"
                   for c in res["certify"]]
         lines.append("")
-    return "\n".join(lines)
+    from runtime.reports.provenance import markdown as prov_md
+    prov = prov_md(res.get("provenance"))
+    return "\n".join(lines) + ("\n" + prov if prov else "")
 
 
-def plot_report(d: Path, res: dict) -> list[str]:
-    """Accuracy vs level per kind (mean +- std band, min), worst case, landscape, certificates."""
-    from runtime.reports.run import _plt
-    plt = _plt()
+def sweep_caption(res: dict, kind: str, rows: list[dict]) -> str:
+    """The settings line of a noise-sweep figure."""
+    opts = res.get("options", {}).get(kind, "")
+    return (f"{KIND_TITLES.get(kind, kind)}{' (' + opts + ')' if opts else ''}; "
+            f"{rows[0]['n']} chip instances per level (box: quartiles, whiskers 1.5 IQR, dots: "
+            f"every instance, line: mean); data {res.get('data')} n = {res.get('n_test')}, "
+            f"T = {res.get('timesteps')}, {res.get('encoding')} encoding, seed {res.get('seed')}; "
+            f"clean chip accuracy {_pct(res.get('clean_accuracy'))}")
+
+
+def _chance(res: dict) -> float | None:
+    k = res.get("classes")
+    return 1.0 / k if k else None
+
+
+def plot_sweep(ax, res: dict, kind: str, rows: list[dict], worst_case=None) -> None:
+    """Accuracy over chip instances per level as distributions (box + every instance)."""
+    from runtime.reports import figures as F
+    pos = np.arange(len(rows), dtype=np.float64)
+    F.distribution(ax, pos, [r["accuracies"] for r in rows], label="chip instances")
+    ax.plot(pos, [100 * r["mean"] for r in rows], color="#d62728", marker="D", ms=5,
+            markerfacecolor="none", lw=1.2, label="mean", zorder=4)
+    ax.axhline(100 * res["clean_accuracy"], color="#2ca02c", lw=1.0, ls="-.",
+               label=f"clean ({100 * res['clean_accuracy']:.1f}%)", zorder=1)
+    if worst_case:
+        lv = [r["level"] for r in rows]
+        for w in worst_case:
+            if w["zeta"] in lv:
+                ax.plot(lv.index(w["zeta"]), 100 * w["accuracy"], "kx", ms=9, mew=2,
+                        label="worst case (PGA)" if w is worst_case[0] else None, zorder=5)
+    ax.set_xticks(pos)
+    ax.set_xticklabels([r["label"] for r in rows])
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel(KIND_TITLES.get(kind, kind))
+    F.accuracy_axis(ax, _chance(res))
+    F.legend_outside(ax)
+
+
+def plot_report(d: Path, res: dict, fmt: str = "png") -> list[str]:
+    """Per kind: accuracy distributions over chip instances per level (+ worst case); worst case
+    vs random, landscape, certificates."""
+    from runtime.reports import figures as F
+    plt = F.plt()
     files = []
     clean = res["clean_accuracy"]
     kinds = []
@@ -120,75 +163,58 @@ def plot_report(d: Path, res: dict) -> list[str]:
             kinds.append(r["kind"])
     for k in kinds:
         rows = [r for r in res["sweep"] if r["kind"] == k]
-        x = np.array([r["level"] for r in rows], np.float64)
-        m = np.array([r["mean"] for r in rows])
-        s = np.array([r["std"] for r in rows])
-        mn = np.array([r["min"] for r in rows])
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        ax.plot(x, 100 * m, "o-", color="#3b7dd8", label="mean")
-        ax.fill_between(x, 100 * (m - s), 100 * np.minimum(m + s, 1), color="#3b7dd8",
-                        alpha=0.25, label="mean +- std")
-        ax.plot(x, 100 * mn, "v--", color="#d84b3b", label="min")
-        ax.axhline(100 * clean, color="gray", lw=0.8, ls=":", label="clean")
-        if k == "mismatch" and res.get("worst_case"):
-            wz = [w["zeta"] for w in res["worst_case"]]
-            ax.plot(wz, [100 * w["accuracy"] for w in res["worst_case"]], "kx", ms=8,
-                    label="worst case")
-        if k in ("pcm", "bitflip", "stuck-at") and np.all(x > 0):
-            ax.set_xscale("log")
-        if k == "pcm":
-            ax.set_xticks(x)
-            ax.set_xticklabels([r["label"] for r in rows])
-        ax.set_xlabel(KIND_TITLES.get(k, k))
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"{k}: {rows[0]['n']} chip instances per level")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        f = d / f"sweep_{k}.png"
-        fig.savefig(f, dpi=120)
-        plt.close(fig)
-        files.append(str(f))
+        fig, ax = plt.subplots(figsize=(7.0, 4.0))
+        plot_sweep(ax, res, k, rows, res.get("worst_case") if k == "mismatch" else None)
+        opts = res.get("options", {}).get(k, "")
+        ax.set_title(f"Chip accuracy under {KIND_TITLES.get(k, k)}"
+                     + (f"\n({opts})" if opts else ""), fontsize=10)
+        files.append(F.save(fig, d / f"sweep_{k}.{fmt}", fmt, sweep_caption(res, k, rows)))
+    cap = (f"data {res.get('data')} n = {res.get('n_test')}, T = {res.get('timesteps')}, "
+           f"{res.get('encoding')} encoding, seed {res.get('seed')}")
     if res.get("worst_case") and "mismatch" not in kinds:
         wc = res["worst_case"]
-        fig, ax = plt.subplots(figsize=(5, 3.4))
+        fig, ax = plt.subplots(figsize=(5.2, 3.8))
         z = [w["zeta"] for w in wc]
-        ax.plot(z, [100 * w["random"]["mean"] for w in wc], "o-", label="random mean")
-        ax.plot(z, [100 * w["random"]["min"] for w in wc], "v--", label="random min")
-        ax.plot(z, [100 * w["accuracy"] for w in wc], "kx-", label="worst case")
-        ax.set_xlabel("zeta")
-        ax.set_ylabel("accuracy (%)")
+        ax.plot(z, [100 * w["random"]["mean"] for w in wc], label="random mismatch: mean",
+                **F.style(0))
+        ax.plot(z, [100 * w["random"]["min"] for w in wc], label="random mismatch: min",
+                **F.style(1))
+        ax.plot(z, [100 * w["accuracy"] for w in wc], label="worst case (PGA)", **F.style(2))
+        ax.set_xlabel("relative weight perturbation zeta (|dw| <= zeta |w|)")
+        F.accuracy_axis(ax, _chance(res))
+        ax.set_title("Worst-case vs random weight perturbation", fontsize=10)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        f = d / "worst_case.png"
-        fig.savefig(f, dpi=120)
-        plt.close(fig)
-        files.append(str(f))
+        files.append(F.save(fig, d / f"worst_case.{fmt}", fmt,
+                            cap + f"; random: {wc[0]['random']['n']} instances per zeta"))
     if res.get("landscape"):
         ls = res["landscape"]
         al = np.asarray(ls["alphas"])
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        for c in ls["loss"]:
-            ax.plot(al, c, color="#3b7dd8", alpha=0.3, lw=0.8)
-        ax.plot(al, ls["loss_mean"], color="#3b7dd8", lw=2, label="mean CE")
-        ax.set_xlabel(f"alpha (weights w + alpha d, d = {ls['std']:g} |w| N)")
-        ax.set_ylabel("cross-entropy")
-        ax.set_title(f"sharpness {ls['sharpness']:.3f}, curvature {ls['curvature']:.3f}")
-        fig.tight_layout()
-        f = d / "landscape.png"
-        fig.savefig(f, dpi=120)
-        plt.close(fig)
-        files.append(str(f))
+        fig, ax = plt.subplots(figsize=(5.2, 3.8))
+        for i, c in enumerate(ls["loss"]):
+            ax.plot(al, c, color="#1f77b4", alpha=0.3, lw=0.8,
+                    label="one random direction" if i == 0 else None)
+        ax.plot(al, ls["loss_mean"], color="#1f77b4", lw=2, label="mean")
+        ax.set_xlabel(f"alpha (weights w + alpha d, d = {ls['std']:g} |w| N(0, 1))")
+        ax.set_ylabel("cross-entropy (nats)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"Weight-loss landscape: sharpness {ls['sharpness']:.3f}, curvature "
+                     f"{ls['curvature']:.3f}", fontsize=10)
+        ax.legend(fontsize=7)
+        files.append(F.save(fig, d / f"landscape.{fmt}", fmt,
+                            cap + f"; {ls['repeats']} directions"))
     if res.get("certify"):
         c = res["certify"]
-        fig, ax = plt.subplots(figsize=(5, 3.4))
-        ax.plot([r["zeta"] for r in c], [100 * r["certified"] for r in c], "o-")
-        ax.axhline(100 * clean, color="gray", lw=0.8, ls=":", label="clean")
+        fig, ax = plt.subplots(figsize=(5.2, 3.8))
+        ax.plot([r["zeta"] for r in c], [100 * r["certified"] for r in c],
+                label="certified (IBP)", **F.style(0))
+        ax.axhline(100 * clean, color="#2ca02c", lw=1.0, ls="-.",
+                   label=f"clean ({100 * clean:.1f}%)")
         ax.set_xscale("log")
-        ax.set_xlabel("zeta")
-        ax.set_ylabel("certified accuracy (%)")
-        fig.tight_layout()
-        f = d / "certify.png"
-        fig.savefig(f, dpi=120)
-        plt.close(fig)
-        files.append(str(f))
+        ax.set_xlabel("relative weight perturbation zeta")
+        F.accuracy_axis(ax, _chance(res), "certified accuracy (%)")
+        ax.set_title("Certified accuracy over the weight box", fontsize=10)
+        ax.legend(fontsize=7)
+        files.append(F.save(fig, d / f"certify.{fmt}", fmt,
+                            cap + f"; {c[0]['arithmetic']} chips"
+                            + (", thresholds perturbed too" if c[0]["thresholds"] else "")))
     return files

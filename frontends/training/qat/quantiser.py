@@ -303,6 +303,40 @@ class Quantizer:
         self._check_plain()
         return {L.ir_name: self.layer_quant(L) for L in self.layers}
 
+    # --- QAT -> chip in one call ----------------------------------------------------------------
+    def training_record(self, encoding: str = "direct", timesteps: int = 8) -> dict:
+        """What this QAT run trained for (compiler/training_record.py): written into the exported
+        model's metadata and the chip image's META; ``snnc compile`` takes it as defaults."""
+        return {"qat": True, "bits": self.bits, "per_channel": self.per_channel,
+                "clip": self.clip, "encoding": str(encoding), "timesteps": int(timesteps),
+                "chip": self.spec.name}
+
+    def export_onnx(self, path, *, encoding: str = "direct", timesteps: int = 8) -> None:
+        """Write the trained model (ShiftBN folded, :func:`export_model`) as ONNX with its
+        training record: ``snnc compile model.onnx -o chip.bin`` then needs no options."""
+        from frontends.onnx import export_onnx
+        export_onnx(export_model(self.model, self), path, input_shape=self.input_shape,
+                    training=self.training_record(encoding, timesteps))
+
+    def compile(self, output=None, *, encoding: str = "direct", timesteps: int = 8,
+                calib=None, **options):
+        """Compile the trained model for the chip with the QAT settings: a runnable
+        :class:`compiler.Program` (``snnc.run(prog, x)``, ``prog.write('chip.bin')``; written to
+        ``output`` when given). ``options``: further ``compile_model`` options (chips, seed,
+        ...); bits/per_channel/clip/encoding/timesteps that contradict the QAT run raise."""
+        from compiler import compile_model, training_record
+        from frontends.native.convert import to_graph
+
+        rec = self.training_record(encoding, timesteps)
+        graph = to_graph(export_model(self.model, self), self.input_shape)
+        graph.attrs["training"] = rec
+        opts = training_record.resolve(rec, options, set(options), where="this QAT model")
+        prog = compile_model(graph, self.spec, calib=calib,
+                             source={"path": f"<{type(self.model).__name__} (QAT)>"}, **opts)
+        if output is not None:
+            prog.write(output)
+        return prog
+
     def _check_plain(self) -> None:
         for L in self.layers:
             for br in L.branches:
