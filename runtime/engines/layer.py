@@ -245,7 +245,8 @@ def _costs(image: ChipImage) -> tuple[dict, np.ndarray, np.ndarray]:
     src = np.repeat(np.arange(image.n_neurons), np.diff(rb))
     g = image.gaxon
     ok = g >= 0
-    gg = np.where(ok, g, 0)
+    nnz, bits = np.append(nnz, 0), np.append(bits, 0)   # index -1 safe also with 0 axons
+    gg = np.where(ok, g, nnz.size - 1)
     hops, xhops = _route_hops(image)
     N = image.n_neurons
     per = np.zeros((N, 5), np.int64)
@@ -282,7 +283,8 @@ def _route_hops(image: ChipImage) -> tuple[np.ndarray, np.ndarray]:
     src_core = image.core_of_neuron[np.repeat(np.arange(image.n_neurons), np.diff(rb))]
     g = image.gaxon
     host = g < 0
-    dst_core = np.where(host, src_core, image.core_of_axon[np.where(host, 0, g)])
+    dst_core = src_core.copy()              # host routes: no hops (an image may have no axons)
+    dst_core[~host] = image.core_of_axon[g[~host]]
     cw, _ = image.meta["board"]["grid"]
     chip = a["core_chip"].astype(np.int64)
     X = (chip % cw) * spec.mesh_x + a["core_x"].astype(np.int64)
