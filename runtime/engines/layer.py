@@ -46,6 +46,7 @@ from compiler.errors import SimulationError
 from compiler.ir.nodes import NeuronRegs
 from compiler.reference import score
 from runtime import kernels
+from runtime.engines.inputs import check_payloads
 from runtime.engines.result import RunResult
 from runtime.image import ChipImage
 
@@ -571,17 +572,8 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
     if device == "cuda" and not torch.cuda.is_available():
         raise SimulationError("device 'cuda' requested but torch sees no CUDA GPU",
                               "use --device cpu")
-    p = np.asarray(payloads)
-    if p.ndim != 3 or p.shape[2] != image.n_inputs:
-        raise SimulationError(f"payloads must have shape [T, B, {image.n_inputs}], got "
-                              f"{list(p.shape)}")
-    if p.dtype != np.uint8:
-        if p.size and (p.min() < 0 or p.max() > 255):
-            raise SimulationError("payloads must be integers in 0..255")
-        p = p.astype(np.uint8)
+    p = check_payloads(image, payloads)
     T, B, _ = p.shape
-    if T < 1:
-        raise SimulationError("need at least one timestep")
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False

@@ -25,6 +25,7 @@ import numpy as np
 from compiler.errors import SimulationError
 from compiler.reference import score
 from runtime import kernels
+from runtime.engines.inputs import check_payloads
 from runtime.engines.result import RunResult
 from runtime.image import ChipImage
 from runtime.validate import MAX_TIMESTEPS, check_run_budget
@@ -283,19 +284,8 @@ def run_payloads(image: ChipImage, payloads: np.ndarray, *, batch: int = 256,
     deployed thresholds (what the host programmed), and the SOP/energy accounting the deployed
     weights' nonzero pattern.
     """
-    p = np.asarray(payloads)
-    if p.ndim != 3 or p.shape[2] != image.n_inputs:
-        raise SimulationError(f"payloads must have shape [T, B, {image.n_inputs}], got "
-                              f"{list(p.shape)}")
-    if p.dtype != np.uint8:
-        if p.size and (p.min() < 0 or p.max() > 255):
-            raise SimulationError("payloads must be integers in 0..255")
-        p = p.astype(np.uint8)
+    p = check_payloads(image, payloads)
     T, B, _ = p.shape
-    if T < 1:
-        raise SimulationError("need at least one timestep")
-    if T > MAX_TIMESTEPS:
-        raise SimulationError(f"{T} timesteps is more than the limit of {MAX_TIMESTEPS}")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise SimulationError(f"batch must be a positive integer, got {batch!r}")
     if workers is not None and (isinstance(workers, bool) or
