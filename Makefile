@@ -21,6 +21,9 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 	# compat mode: a plain .pth with the checkout (PYTHONPATH can shadow it); PYTHONWARNINGS
 	# hides setuptools' "compat editable mode will be removed" banner
 	PYTHONWARNINGS=ignore $(PIP) install --quiet -e ".[dev,bench]" --config-settings editable_mode=compat
+	# spikingjelly (a make bench peer) only with --no-deps: its metadata pulls torchvision and
+	# torchaudio, which would replace the CPU torch; it imports only loguru (in the bench extra)
+	$(PIP) install --quiet --no-deps "spikingjelly==2.0.0"
 	touch $(STAMP)
 
 venv: $(STAMP)

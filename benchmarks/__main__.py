@@ -1,10 +1,13 @@
-"""make bench: snnrun vs a dense PyTorch simulation and PAIBox, measured side by side.
+"""make bench: snnrun vs a dense PyTorch simulation, snnTorch, spikingjelly and PAIBox, measured
+side by side in one process; plus a Monte Carlo mismatch sweep (tick vs layer engine).
 
-    python -m benchmarks [--quick] [--only digits,mlp,vgg9] [--json FILE]
+    python -m benchmarks [--quick] [--only digits,mlp,vgg9,mc] [--json FILE]
 
 Every baseline runs the same integer network as the chip image and is checked to produce the
 same output counts before it is timed. Throughput is samples per second at T=8; 'ratio' is
-snnrun / baseline (> 1: snnrun is faster).
+snnrun / baseline (> 1: snnrun is faster). Dense torch rows time each engine; snnTorch and
+spikingjelly rows time snnrun's default engine (``auto``; the column says which one ran).
+``--quick`` runs 10 Monte Carlo instances instead of 100 (the table scales to 100).
 """
 
 from __future__ import annotations
@@ -48,8 +51,28 @@ def _image(prog):
     return load(path), path
 
 
-def measure(name, img, payloads, dense, rows, notes, sops_rows):
-    """snnrun vs dense torch at batch 1 and 64 (after an output-equality check)."""
+def peer_nets(unmapped, op_graph=None):
+    """[(label, net or None, why)] for snnTorch and spikingjelly on the image's integer network."""
+    from benchmarks import peers
+    out = []
+    for peer, mod in (("snntorch", "snntorch"), ("spikingjelly", "spikingjelly")):
+        try:
+            from importlib.metadata import version
+            __import__(mod)
+            label = f"{peer} {version(mod)}"
+        except Exception as e:  # noqa: BLE001 - the peers are optional
+            out.append((peer, None, f"not installed ({type(e).__name__}: {e})"))
+            continue
+        try:
+            out.append((label, peers.build(peer, unmapped, op_graph), ""))
+        except Exception as e:  # noqa: BLE001 - report, do not stop the benchmark
+            out.append((label, None, f"cannot build: {type(e).__name__}: {e}"))
+    return out
+
+
+def measure(name, img, payloads, dense, rows, notes, sops_rows, peer_list=()):
+    """snnrun vs dense torch (both engines) and vs the snnTorch/spikingjelly peers (snnrun's
+    default engine) at batch 1 and 64, after an output-equality check of every baseline."""
     res = run_payloads(img, payloads[:, :64])
     dc, dv = dense.run(payloads[:, :64])
     same = np.array_equal(res.out_counts, dc) and np.array_equal(res.v_out, dv)
@@ -60,6 +83,20 @@ def measure(name, img, payloads, dense, rows, notes, sops_rows):
     if not (np.array_equal(lay.counts_all, tik.counts_all)
             and np.array_equal(lay.v_all, tik.v_all)):
         notes.append(f"{name}: layer engine differs from the tick engine (a bug)")
+    checked = []
+    for label, net, why in peer_list:
+        if net is None:
+            rows.append([name, "-", "-", "-", label, why, "-", "-", "-"])
+            notes.append(f"{name}: {label} {why}")
+            continue
+        pc, pv = net.run(payloads[:, :64])
+        ok = np.array_equal(pc, res.out_counts)
+        okv = np.array_equal(pv, res.v_out)
+        if not ok:
+            notes.append(f"{name}: {label} output counts differ from snnrun: not timed")
+            rows.append([name, "-", "-", "-", label, "-", "-", "-", "counts differ"])
+            continue
+        checked.append((label, net, True if okv else "counts only (membranes differ)"))
     for b in (1, 64):
         p = payloads[:, :b]
         t_d = _time(lambda p=p: dense.run(p))
@@ -69,9 +106,16 @@ def measure(name, img, payloads, dense, rows, notes, sops_rows):
                                                                         engine=e))
             r = run_payloads(img, p, workers=workers, engine=engine)
             gsops = float(r.sops.sum()) / t_s / 1e9
-            rows.append([name, engine, b, f"{b / t_s:.1f}", f"{b / t_d:.1f}",
+            rows.append([name, engine, b, f"{b / t_s:.1f}", "dense torch", f"{b / t_d:.1f}",
                          f"{t_d / t_s:.2f}x", f"{gsops:.3f}", same])
             sops_rows.append(gsops)
+        if checked:
+            t_a = _time(lambda p=p: run_payloads(img, p))
+            eng = "auto->" + run_payloads(img, p).engine
+            for label, net, ok in checked:
+                t_p = _time(lambda p=p, net=net: net.run(p))
+                rows.append([name, eng, b, f"{b / t_a:.1f}", label, f"{b / t_p:.1f}",
+                             f"{t_p / t_a:.2f}x", "-", ok])
     return res
 
 
@@ -116,7 +160,8 @@ def bench_digits(rows, notes, sops_rows):
     ds = load_dataset("digits", "test")
     p = encoding.encode("direct", ds.x.reshape(len(ds.x), -1), T)
     p = np.concatenate([p] * 2, axis=1)[:, :128]
-    measure("digits example", img, p, DenseMatrices(img.unmap()), rows, notes, sops_rows)
+    un = img.unmap()
+    measure("digits example", img, p, DenseMatrices(un), rows, notes, sops_rows, peer_nets(un))
 
 
 def bench_mlp(rows, notes, sops_rows, compile_rows, quick):
@@ -130,8 +175,9 @@ def bench_mlp(rows, notes, sops_rows, compile_rows, quick):
     t_c = time.perf_counter() - t0
     img, _ = _image(prog)
     payloads = (255 * (rng.random((T, 64, 784)) < 0.1)).astype(np.uint8)
-    res = measure("MLP 784-512-512-10", img, payloads, DenseMatrices(img.unmap()), rows,
-                  notes, sops_rows)
+    un = img.unmap()
+    res = measure("MLP 784-512-512-10", img, payloads, DenseMatrices(un), rows, notes,
+                  sops_rows, peer_nets(un))
     compile_rows.append(["snnc (picore64, 8-bit)", f"{t_c:.2f}", prog.summary()["cores_used"]])
     try:
         un = img.unmap()
@@ -150,8 +196,8 @@ def bench_mlp(rows, notes, sops_rows, compile_rows, quick):
             agree += int(np.argmax(c) == res.predictions[i])
         t_pb = (time.perf_counter() - t0) / n_pb
         t_s = _time(lambda: run_payloads(img, payloads[:, :1], workers=1, engine="tick"))
-        rows.append(["MLP vs PAIBox Simulator", "tick", 1, f"{1 / t_s:.1f}",
-                     f"{1 / t_pb:.1f} (PAIBox)", f"{t_pb / t_s:.2f}x", "-",
+        rows.append(["MLP vs PAIBox Simulator", "tick", 1, f"{1 / t_s:.1f}", "PAIBox",
+                     f"{1 / t_pb:.1f}", f"{t_pb / t_s:.2f}x", "-",
                      f"{agree}/{n_pb} same class"])
         t0 = time.perf_counter()
         m = paibox_peer.map_network(net)
@@ -174,8 +220,9 @@ def bench_vgg9(rows, notes, sops_rows, quick):
     img, path = _image(prog)
     p = encoding.encode("direct", x[16:].reshape(64, -1), T)
     from compiler.passes import fold_bn
-    res = measure("VGG9 CIFAR-10 (12 chips)", img, p, DenseConv(fold_bn(g), img.unmap()),
-                  rows, notes, sops_rows)
+    un, og = img.unmap(), fold_bn(g)
+    res = measure("VGG9 CIFAR-10 (12 chips)", img, p, DenseConv(og, un), rows, notes, sops_rows,
+                  peer_nets(un, og))
     rates = res.layer_rates()
     notes.append(f"VGG9: {prog.summary()['cores_used']} cores on 12 chips, compile "
                  f"{t_c:.1f} s, mean hidden firing rate "
@@ -196,14 +243,42 @@ def bench_vgg9(rows, notes, sops_rows, quick):
         notes.append(f"VGG9 memory probe failed: {out.stderr[-300:]}")
 
 
+def bench_montecarlo(mc_rows, notes, quick):
+    """Digital mismatch sweep: instances x digits test set (360) x T=8, tick vs layer engine
+    (the accuracies of the two must be identical: digital instances are bit-exact)."""
+    from compiler import encoding
+    from frontends.datasets import load_dataset
+    from runtime.lab.sweep import sweep
+    path = "examples/digits/model.onnx"
+    if not os.path.exists(path):
+        notes.append("Monte Carlo: examples/digits/model.onnx missing, skipped")
+        return
+    img, _ = _image(compile_model(path, PICORE64, bits=8))
+    ds = load_dataset("digits", "test")
+    p = encoding.encode("direct", ds.x.reshape(len(ds.x), -1), T)
+    n = 10 if quick else 100
+    for engine in ("tick", "layer"):  # JIT and oneDNN warm-up of both engines' instance paths
+        sweep(img, p[:, :8], ds.y[:8], "mismatch", [0.2], samples=1, engine=engine)
+    accs = {}
+    for engine in ("tick", "layer"):
+        t0 = time.perf_counter()
+        r = sweep(img, p, ds.y, "mismatch", [0.2], samples=n, seed=0, engine=engine)
+        el = time.perf_counter() - t0
+        accs[engine] = r[0]["accuracies"]
+        mc_rows.append([engine, n, p.shape[1], T, f"{el:.2f}", f"{el * 100 / n:.2f}",
+                        f"{r[0]['mean']:.4f}"])
+    if not np.array_equal(np.asarray(accs["tick"]), np.asarray(accs["layer"])):
+        notes.append("Monte Carlo: tick and layer engine accuracies differ (a bug)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="digits,mlp,vgg9")
+    ap.add_argument("--only", default="digits,mlp,vgg9,mc")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
-    rows, notes, sops_rows, compile_rows = [], [], [], []
+    rows, notes, sops_rows, compile_rows, mc_rows = [], [], [], [], []
     only = a.only.split(",")
     if "digits" in only:
         bench_digits(rows, notes, sops_rows)
@@ -211,15 +286,21 @@ def main(argv=None) -> int:
         bench_mlp(rows, notes, sops_rows, compile_rows, a.quick)
     if "vgg9" in only:
         bench_vgg9(rows, notes, sops_rows, a.quick)
+    if "mc" in only:
+        bench_montecarlo(mc_rows, notes, a.quick)
     ceil = ceiling()
     print(f"\nsnnrun vs baselines, T={T}, {os.cpu_count()} cores "
           f"(torch {torch.__version__}, {torch.get_num_threads()} threads)\n")
-    print(table(rows, ["network", "engine", "batch", "snnrun samples/s", "baseline samples/s",
-                       "ratio",
-                       "GSOP/s", "same output"]))
+    if rows:
+        print(table(rows, ["network", "engine", "batch", "snnrun samples/s", "baseline",
+                           "baseline samples/s", "ratio", "GSOP/s", "same output"]))
     if sops_rows:
         print(f"\naccumulate ceiling (measured): {ceil:.2f} GSOP/s; best snnrun "
               f"{max(sops_rows):.3f} GSOP/s = {100 * max(sops_rows) / ceil:.1f} % of ceiling")
+    if mc_rows:
+        print("\nMonte Carlo: digital mismatch 0.2, digits test set, T=8 (target <= 4 s / 100):")
+        print(table(mc_rows, ["engine", "instances", "samples", "T", "seconds",
+                              "s per 100 instances", "mean accuracy"]))
     if compile_rows:
         print("\nCompile, MLP 784-512-512-10:")
         print(table(compile_rows, ["mapper", "seconds", "cores"]))
@@ -227,8 +308,8 @@ def main(argv=None) -> int:
         print(f"- {n}")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(jsonable({"rows": rows, "compile": compile_rows, "ceiling_gsops": ceil,
-                                "notes": notes}), f, indent=2)
+            json.dump(jsonable({"rows": rows, "compile": compile_rows, "montecarlo": mc_rows,
+                                "ceiling_gsops": ceil, "notes": notes}), f, indent=2)
     print(f"\npeak RSS of the benchmark process: "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2:.2f} GiB")
     return 0
