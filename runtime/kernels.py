@@ -443,48 +443,41 @@ def core_cells(mode, packed, wb, lcn, xrows, xcols, ax_k, ax_c, ax_py, ax_px, ax
     return bad
 
 
+def as_state(x, like):
+    """``x`` in the membrane type of ``like``: int64 on integer chips, float64 on analog ones."""
+    return np.float64(x) if isinstance(like, (float, np.floating)) else np.int64(x)
+
+
+@overload(as_state, jit_options={"nogil": True})
+def _as_state_impl(x, like):
+    if isinstance(like, types.Integer):
+        def to_i64(x, like):
+            return np.int64(x)
+        return to_i64
+    if isinstance(like, types.Float):
+        def to_f64(x, like):
+            return np.float64(x)
+        return to_f64
+    return None
+
+
 @njit(cache=True, nogil=True)
 def neuron_scan(cur, th_pos, th_neg, v_reset, v_init, bias, lk, shift, rmode, nmode, lmode,
                 vlo, vhi, spikes, counts, v_out):
     """The neuron update of one layer over all T steps (chip.md 'Neuron', compiler/reference.py
-    int_step): ``cur`` [T, B, n] integer-valued synaptic input (float32/float64 exact integers,
-    or int32), ``spikes`` [T, B, n] u8 out, ``counts`` [B, n] and ``v_out`` [B, n] int64 out.
+    int_step): ``cur`` [T, B, n] synaptic input, ``spikes`` [T, B, n] u8 out, ``counts`` [B, n]
+    int64 out, ``v_out`` [B, n] out, whose dtype sets the membrane type (the leak rule follows it,
+    as in the tick kernel): int64 for the chip (``cur`` integer-valued: exact float32/float64 or
+    int32), float64 for analog noise instances (``shift`` then holds the per-neuron decay).
     Serial and GIL-free: the layer engine runs one chunk of samples per thread."""
     T, B, n = cur.shape
     for j in range(n):
         for b in range(B):
-            v = np.int64(v_init[j])
+            v = as_state(v_init[j], v_out[b, j])
             cnt = 0
             for t in range(T):
                 v = leak(v, lmode[j], lk[j], shift[j], vlo, vhi)
-                v = _sat(v + np.int64(cur[t, b, j]) + bias[j], vlo, vhi)
-                s = v >= th_pos[j]
-                if s:
-                    cnt += 1
-                    if rmode[j] == 0:
-                        v = v_reset[j]
-                    elif rmode[j] == 1:
-                        v = v - th_pos[j]
-                if nmode[j] == 1 and v < -th_neg[j]:
-                    v = -th_neg[j]
-                spikes[t, b, j] = 1 if s else 0
-            counts[b, j] = cnt
-            v_out[b, j] = v
-
-
-@njit(cache=True, nogil=True)
-def neuron_scan_float(cur, th_pos, th_neg, v_reset, v_init, bias, lk, decay, rmode, nmode,
-                      lmode, vlo, vhi, spikes, counts, v_out):
-    """The analog (float64) neuron update of noise instances, as the tick kernel's float path:
-    ADD saturating, SHIFT/MULT v - v * decay."""
-    T, B, n = cur.shape
-    for j in range(n):
-        for b in range(B):
-            v = np.float64(v_init[j])
-            cnt = 0
-            for t in range(T):
-                v = leak(v, lmode[j], lk[j], decay[j], vlo, vhi)
-                v = _sat(v + cur[t, b, j] + bias[j], vlo, vhi)
+                v = _sat(v + as_state(cur[t, b, j], v) + bias[j], vlo, vhi)
                 s = v >= th_pos[j]
                 if s:
                     cnt += 1
@@ -541,4 +534,4 @@ def axon_row_counts(packed, wb, lcn, xrows, xcols, n_ax, n_n, nnz, bits):
 
 
 __all__ = ["run_batch", "run_batch_serial", "xy_links", "leak", "wcast", "N_STATS", "core_cells",
-           "neuron_scan", "neuron_scan_float", "sum_pool", "axon_row_counts"]
+           "neuron_scan", "as_state", "sum_pool", "axon_row_counts"]

@@ -536,9 +536,9 @@ def _run_chunk(pl: Plan, image: ChipImage, p: np.ndarray, record: bool, vlo, vhi
             spk = np.empty((T, b, L.n), np.uint8)
             cnt = np.empty((b, L.n), np.int64)
             v = np.empty((b, L.n), np.float64 if L.analog else np.int64)
-            if L.analog:
-                kernels.neuron_scan_float(c.astype(np.float64), *L.regs, float(vlo), float(vhi),
-                                          spk, cnt, v)
+            if L.analog:                  # v's dtype selects the membrane type
+                kernels.neuron_scan(c.astype(np.float64), *L.regs, float(vlo), float(vhi),
+                                    spk, cnt, v)
             else:
                 kernels.neuron_scan(c, *L.regs, vlo, vhi, spk, cnt, v)
             acts[L.li] = spk.reshape(TB, L.n)
