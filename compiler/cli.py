@@ -130,7 +130,6 @@ def _conversion_options(f):
     return f
 
 
-_nir_options = nir_options   # (compiler/cliutil.py; shared with snnrun)
 
 
 def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict,
@@ -191,7 +190,7 @@ def _frontend(model, calib_x, shape, timesteps, conversion: dict, nir_opts: dict
 @click.option("--stop-after", default=None, help="Stop the pipeline after this pass.")
 @click.option("--json", "as_json", is_flag=True, help="Print the compile report as JSON.")
 @_conversion_options
-@_nir_options
+@nir_options
 @click.option("--save-snn", type=click.Path(dir_okay=False), default=None,
               help="ONNX CNN: also write the converted SNN (ai.snnc ONNX) for snnc verify.")
 @click.option("--convert", "convert_method", default=None,
@@ -568,7 +567,7 @@ def inspect_image(img) -> dict:
 @click.option("--timesteps", default=None, type=TIMESTEPS, help="Override the image's T.")
 @click.option("--batch", default=128, show_default=True, type=POSITIVE)
 @click.option("--json", "as_json", is_flag=True)
-@_nir_options
+@nir_options
 @quiet_option
 @debug_option
 def verify(model, image, data, limit, timesteps, batch, as_json, dt, nir_convention, cubalif,
@@ -692,7 +691,7 @@ def _run_chip(prog, payloads):
 @click.option("--runtime", "use_runtime", is_flag=True,
               help="Also compile each T to a chip image and run the cycle-level runtime.")
 @_conversion_options
-@_nir_options
+@nir_options
 @click.option("--methods", default=None,
               help="Compare conversion methods on the chip runtime: a comma-separated subset "
                    "of relu,qcfs,dual-phase (dual-phase runs phase II at every T).")
@@ -837,7 +836,7 @@ def _methods_report(model, ann, ds, data, calib, calib_limit, methods, ts, spec,
 @click.option("--input-shape", default=None, type=ShapeType(),
               help="C,H,W for models without shape information.")
 @_conversion_options
-@lambda f: _nir_options(f, dt=False)
+@lambda f: nir_options(f, dt=False)
 @debug_option
 def export_nir_cmd(source, output, dt, calib, calib_limit, timesteps, input_shape, maxpool,
                    threshold, threshold_per_channel, v_init, calibrate_vinit, nir_convention,
