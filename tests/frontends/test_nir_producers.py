@@ -340,10 +340,11 @@ def test_cli_compile_declares_and_verify_accepts_nir_options(tmp_path):
 
     from click.testing import CliRunner
 
-    from compiler.cli import _nir_options, cli
+    from compiler.cli import cli
+    from compiler.cliutil import nir_options
     from frontends.nir import CONVENTION_NAMES
 
-    @_nir_options
+    @nir_options
     def probe(**kw):
         return kw
     choices = [p for p in probe.__click_params__ if p.name == "nir_convention"][0].type.choices
